@@ -1,0 +1,480 @@
+"""grain input pipeline: per-frame TFDS records -> windows of T frames -> batches.
+
+Every builder writes one record per frame, sorted by (video, frame) (TFDS keeps
+the key order when shuffling is disabled), so a window of T consecutive frames
+of a video is a contiguous run of record indices. The pipeline:
+
+1. `load_split` opens the prepared records (array_record, no TensorFlow) and
+   indexes them once: where each video starts, how long it is, and its
+   per-frame labels (kept in memory for class counts and resampling).
+2. `make_windows` cuts every video into windows (start, valid length).
+3. `train_dataset` / `eval_dataset` turn windows into batches of
+   `{'frames': uint8 [B, T, H, W, 3], 'valence': [B, T], 'arousal': [B, T],
+   'emotions': [B, T, C], 'landmarks': [B, T, 68, 2], 'mask': [B, T],
+   'frame_index': [B, T], 'video_index': [B], 't0': [B]}`. Frames stay uint8
+   until they are on the device; `normalize` maps them to floats there.
+
+Training batches are a deterministic function of the step (grain `MapDataset`
+with a seeded shuffle and per-index augmentation rngs), so resuming at step s
+continues with exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from typing import Any, Iterator, Sequence
+
+from absl import logging
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from affect_jax import features as F
+from affect_jax.errors import AffectJaxError
+
+# Batch keys of per-frame float labels read straight from the records.
+_FRAME_LABELS = (F.VALENCE, F.AROUSAL)
+FRAME_INDEX = 'frame_index'  # int32 [B, T]; -1 at padded steps.
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+
+
+@dataclasses.dataclass
+class SplitData:
+  """A prepared split, indexed by video.
+
+  Attributes:
+    source: random-access per-frame records (TFDS array_record data source).
+    name: `dataset/split` for messages.
+    video_ids: [V] video id strings, in record order.
+    subject_ids: [V] subject id strings.
+    starts: int64 [V] index of each video's first record.
+    lengths: int64 [V] number of frames of each video.
+    valence, arousal: float32 [N] per-frame labels of the whole split.
+    emotions: float32 [N, C] per-frame multi-hot emotions (C may be 0).
+    emotion_names: the C class names.
+  """
+  source: Any
+  name: str
+  video_ids: list[str]
+  subject_ids: list[str]
+  starts: np.ndarray
+  lengths: np.ndarray
+  valence: np.ndarray
+  arousal: np.ndarray
+  emotions: np.ndarray
+  emotion_names: tuple[str, ...]
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.lengths.sum())
+
+  def emotion_counts(self) -> np.ndarray:
+    """Frames per emotion class, [C]."""
+    return (self.emotions > 0.5).sum(axis=0).astype(np.int64)
+
+
+def _str(value) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _prepared_dir(data_dir: str, name: str, builder_config: str | None) -> str:
+  base = os.path.join(data_dir, name)
+  if builder_config:
+    base = os.path.join(base, builder_config)
+  return base
+
+
+def get_builder(dataset_cfg) -> Any:
+  """Returns the TFDS builder of a prepared dataset (building the synthetic one).
+
+  Args:
+    dataset_cfg: ConfigDict with `name`, `builder_config`, `data_dir` and
+      `build_if_missing` (only the embedded synthetic dataset can be built
+      without the user's files).
+
+  Raises:
+    AffectJaxError: when the dataset is not prepared under `data_dir`.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tfds_builders  # pylint: disable=g-import-not-at-top
+  tfds_builders.register_all()
+
+  data_dir = os.path.expanduser(dataset_cfg.data_dir or
+                                os.environ.get('TFDS_DATA_DIR', '') or
+                                '~/tensorflow_datasets')
+  name = dataset_cfg.name
+  builder_config = dataset_cfg.get('builder_config') or None
+  full_name = f'{name}/{builder_config}' if builder_config else name
+  try:
+    builder = tfds.builder(full_name, data_dir=data_dir)
+  except Exception:  # pylint: disable=broad-except
+    # Not a registered builder: a dataset prepared elsewhere may still be
+    # readable from its directory.
+    builder = None
+    base = _prepared_dir(data_dir, name, builder_config)
+    if os.path.isdir(base):
+      versions = sorted(v for v in os.listdir(base)
+                        if os.path.exists(os.path.join(base, v,
+                                                       'dataset_info.json')))
+      if versions:
+        builder = tfds.builder_from_directory(os.path.join(base, versions[-1]))
+    if builder is None:
+      raise _not_prepared_error(name, data_dir, builder_config) from None
+    return builder
+
+  if not _is_prepared(builder):
+    if dataset_cfg.get('build_if_missing', False):
+      logging.info('Building %s into %s (first run only).', full_name,
+                   data_dir)
+      print(f'Building dataset {full_name} into {data_dir} (first run only)...',
+            flush=True)
+      builder.download_and_prepare()
+    else:
+      raise _not_prepared_error(name, data_dir, builder_config)
+  return builder
+
+
+def _is_prepared(builder) -> bool:
+  return os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
+
+
+def _not_prepared_error(name: str, data_dir: str,
+                        builder_config: str | None) -> AffectJaxError:
+  where = _prepared_dir(data_dir, name, builder_config)
+  return AffectJaxError(
+      f'No prepared {name!r} dataset found: looked for TFDS records under '
+      f'{where} (data_dir={data_dir!r}, set with --config.dataset.data_dir or '
+      f'$TFDS_DATA_DIR). {name!r} is a licensed dataset that you must supply: '
+      f'put your copy in the layout of DATA_FORMATS.md and prepare it with '
+      f'`python -m affect_jax.prepare --dataset={name} --manual_dir=YOUR_COPY '
+      f'--data_dir={data_dir}` (see README, "Real datasets"). To try the '
+      f'system without it, run --config=configs/realeyes.py:synthetic.')
+
+
+def load_split(dataset_cfg, split: str) -> SplitData:
+  """Opens and indexes one split of a prepared dataset.
+
+  Raises:
+    AffectJaxError: dataset missing, split missing, or records not sorted by
+      (video, frame).
+  """
+  builder = get_builder(dataset_cfg)
+  if split not in builder.info.splits:
+    raise AffectJaxError(
+        f'Dataset {builder.info.full_name} has no split {split!r} (it has '
+        f'{sorted(builder.info.splits)}); fix the split name in the config.')
+  source = builder.as_data_source(split)
+  name = f'{builder.info.full_name}/{split}'
+  emotion_names = tuple(
+      (builder.info.metadata or {}).get('emotion_names', F.REALEYES_EMOTIONS))
+  return index_split(source, name, emotion_names)
+
+
+def index_split(source: Sequence[dict[str, Any]], name: str,
+                emotion_names: tuple[str, ...] = F.REALEYES_EMOTIONS,
+                chunk: int = 4096) -> SplitData:
+  """Finds the videos of a per-frame record source sorted by (video, frame)."""
+  n = len(source)
+  if n == 0:
+    raise AffectJaxError(f'{name} has no records; rebuild the dataset.')
+  vids, frame_idx = [], np.empty(n, np.int64)
+  valence = np.full(n, np.nan, np.float32)
+  arousal = np.full(n, np.nan, np.float32)
+  emotions = None
+  subjects: dict[str, str] = {}
+  for lo in range(0, n, chunk):
+    records = source.__getitems__(list(range(lo, min(n, lo + chunk))))
+    for j, r in enumerate(records):
+      i = lo + j
+      vid = _str(r[F.RECORD_VIDEO_ID])
+      vids.append(vid)
+      subjects.setdefault(vid, _str(r.get(F.RECORD_SUBJECT_ID, vid)))
+      frame_idx[i] = int(r[F.RECORD_FRAME_INDEX])
+      if F.RECORD_VALENCE in r:
+        valence[i] = r[F.RECORD_VALENCE]
+        arousal[i] = r[F.RECORD_AROUSAL]
+      if F.RECORD_EMOTIONS in r:
+        if emotions is None:
+          emotions = np.zeros((n, len(r[F.RECORD_EMOTIONS])), np.float32)
+        emotions[i] = r[F.RECORD_EMOTIONS]
+  if emotions is None:
+    emotions = np.zeros((n, 0), np.float32)
+    emotion_names = ()
+
+  vids_arr = np.asarray(vids)
+  new_video = np.ones(n, bool)
+  new_video[1:] = vids_arr[1:] != vids_arr[:-1]
+  starts = np.flatnonzero(new_video)
+  lengths = np.diff(np.append(starts, n))
+  video_ids = [vids[s] for s in starts]
+  if len(set(video_ids)) != len(video_ids):
+    raise AffectJaxError(
+        f'Records of {name} are not grouped by video (a video appears in '
+        'several runs); the builder must set disable_shuffling=True with keys '
+        'ordered by (video, frame). Rebuild the dataset.')
+  for s, length, vid in zip(starts, lengths, video_ids):
+    if np.any(np.diff(frame_idx[s:s + length]) <= 0):
+      raise AffectJaxError(
+          f'Frames of video {vid!r} in {name} are not in increasing frame '
+          'order; rebuild the dataset with a builder that keys records by '
+          '(video, frame).')
+  return SplitData(
+      source=source, name=name, video_ids=video_ids,
+      subject_ids=[subjects[v] for v in video_ids], starts=starts,
+      lengths=lengths, valence=valence, arousal=arousal, emotions=emotions,
+      emotion_names=tuple(emotion_names))
+
+
+def make_windows(lengths: np.ndarray, window: int, stride: int | None = None,
+                 cover_tail: bool = True) -> np.ndarray:
+  """Cuts videos into windows of `window` consecutive frames.
+
+  Args:
+    lengths: [V] frames per video.
+    window: T, the window length.
+    stride: step between window starts; None means `window` (non-overlapping,
+      used for evaluation so that every frame is predicted exactly once).
+    cover_tail: with overlapping windows, add a last window ending at the
+      video's last frame so the tail is seen in training too.
+
+  Returns:
+    int64 [N, 3] rows of (video, start frame, valid length). Windows of
+    videos shorter than `window`, and the last non-overlapping window of a
+    video, have valid length < window: the pipeline pads them and masks the
+    padding.
+  """
+  stride = stride or window
+  rows = []
+  for v, length in enumerate(np.asarray(lengths)):
+    length = int(length)
+    starts = list(range(0, max(length - window, 0) + 1, stride))
+    if stride == window:
+      # Non-overlapping: continue until every frame is covered.
+      starts = list(range(0, length, window))
+    elif cover_tail and length > window and starts[-1] != length - window:
+      starts.append(length - window)
+    for s in starts:
+      rows.append((v, s, min(window, length - s)))
+  return np.asarray(rows, np.int64).reshape(-1, 3)
+
+
+def rare_window_repeats(split: SplitData, windows: np.ndarray,
+                        repeats: int, neutral: str = 'neutral') -> np.ndarray:
+  """Resamples windows that hold rare emotions (tzirakis2019, Sec. 4.2).
+
+  A window whose frames carry a non-neutral emotion and never the neutral
+  label is repeated `repeats` times; windows mixing both are repeated
+  `max(1, repeats // 2)` times. Returns the new window rows.
+  """
+  if repeats <= 1 or split.emotions.shape[1] == 0:
+    return windows
+  names = list(split.emotion_names)
+  neutral_col = names.index(neutral) if neutral in names else None
+  rare_cols = [i for i in range(len(names)) if i != neutral_col]
+  out = []
+  for row in windows:
+    v, s, n = (int(x) for x in row)
+    lo = int(split.starts[v]) + s
+    emo = split.emotions[lo:lo + n] > 0.5
+    has_rare = emo[:, rare_cols].any()
+    has_neutral = neutral_col is not None and emo[:, neutral_col].any()
+    k = 1
+    if has_rare:
+      k = max(1, repeats // 2) if has_neutral else repeats
+    out.extend([row] * k)
+  return np.asarray(out, np.int64).reshape(-1, 3)
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+  with Image.open(io.BytesIO(data)) as im:
+    return np.asarray(im.convert('RGB'))
+
+
+@dataclasses.dataclass
+class LoadWindow:
+  """Reads one window's records, decodes and augments its frames.
+
+  Augmentation draws one set of parameters per window so that the frames of a
+  window stay temporally consistent: resize to `resize_size`, random crop of
+  `image_size` (tzirakis2019: 170 -> 150), random brightness and saturation.
+  Without augmentation frames are resized to `image_size` directly.
+  """
+  split: SplitData
+  window: int
+  image_size: int
+  resize_size: int
+  augment: bool
+  brightness_delta: float = 0.0  # in [0, 1] of the 255 range.
+  saturation_range: tuple[float, float] = (1.0, 1.0)
+  num_emotions: int | None = None
+
+  def __call__(self, row: np.ndarray, rng: np.random.Generator | None = None
+               ) -> dict[str, np.ndarray]:
+    v, s, n = (int(x) for x in row)
+    lo = int(self.split.starts[v]) + s
+    records = self.split.source.__getitems__(list(range(lo, lo + n)))
+    t, size = self.window, self.image_size
+    c = self.num_emotions
+    if c is None:
+      c = self.split.emotions.shape[1]
+    out = {
+        F.FRAMES: np.zeros((t, size, size, 3), np.uint8),
+        F.VALENCE: np.full((t,), np.nan, np.float32),
+        F.AROUSAL: np.full((t,), np.nan, np.float32),
+        F.EMOTIONS: np.zeros((t, c), np.float32),
+        F.LANDMARKS: np.zeros((t, F.NUM_LANDMARKS, 2), np.float32),
+        F.MASK: np.zeros((t,), np.float32),
+        FRAME_INDEX: np.full((t,), -1, np.int32),
+        F.VIDEO_INDEX: np.int32(v),
+        F.T0: np.int32(s),
+    }
+    if self.augment:
+      crop = self.resize_size - size
+      oy, ox = (rng.integers(0, crop + 1, size=2) if crop > 0 else (0, 0))
+      scale = self.resize_size
+      bright = rng.uniform(-self.brightness_delta, self.brightness_delta) * 255
+      sat = rng.uniform(*self.saturation_range)
+    else:
+      oy = ox = 0
+      scale = size
+      bright, sat = 0.0, 1.0
+
+    for i, r in enumerate(records):
+      try:
+        img = _decode_jpeg(r[F.RECORD_IMAGE])
+      except Exception as e:  # pylint: disable=broad-except
+        raise AffectJaxError(
+            f'Frame {i + s} of video {self.split.video_ids[v]!r} in '
+            f'{self.split.name} is not a decodable JPEG ({e}); rebuild the '
+            'dataset.') from e
+      if img.shape[:2] != (scale, scale):
+        img = np.asarray(Image.fromarray(img).resize((scale, scale),
+                                                     Image.BILINEAR))
+      img = img[oy:oy + size, ox:ox + size]
+      if self.augment and (bright != 0.0 or sat != 1.0):
+        img = _color_jitter(img, bright, sat)
+      out[F.FRAMES][i] = img
+      out[F.MASK][i] = 1.0
+      out[FRAME_INDEX][i] = int(r[F.RECORD_FRAME_INDEX])
+      if F.RECORD_VALENCE in r:
+        out[F.VALENCE][i] = r[F.RECORD_VALENCE]
+        out[F.AROUSAL][i] = r[F.RECORD_AROUSAL]
+      if c and F.RECORD_EMOTIONS in r:
+        out[F.EMOTIONS][i] = r[F.RECORD_EMOTIONS]
+      if F.RECORD_LANDMARKS in r:
+        # Landmarks are normalised to the stored frame; follow the crop.
+        lm = np.asarray(r[F.RECORD_LANDMARKS], np.float32)
+        out[F.LANDMARKS][i] = (lm * scale - np.array([ox, oy])) / size
+    return out
+
+
+def _color_jitter(img: np.ndarray, bright: float, sat: float) -> np.ndarray:
+  x = img.astype(np.float32)
+  gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+  x = gray[..., None] + sat * (x - gray[..., None]) + bright
+  return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _loader(split: SplitData, input_cfg, augment: bool,
+            num_emotions: int | None) -> LoadWindow:
+  return LoadWindow(
+      split=split, window=input_cfg.window, image_size=input_cfg.image_size,
+      resize_size=input_cfg.resize_size, augment=augment,
+      brightness_delta=input_cfg.brightness_delta,
+      saturation_range=tuple(input_cfg.saturation_range),
+      num_emotions=num_emotions)
+
+
+def _check_batch(batch_size: int) -> int:
+  if batch_size % jax.process_count():
+    raise AffectJaxError(
+        f'batch_size={batch_size} must be divisible by the number of '
+        f'processes ({jax.process_count()}); fix --config.batch_size.')
+  if batch_size % jax.device_count():
+    raise AffectJaxError(
+        f'batch_size={batch_size} must be divisible by the number of devices '
+        f'({jax.device_count()}) for data parallelism; fix '
+        '--config.batch_size.')
+  return batch_size // jax.process_count()
+
+
+def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
+                  augment: bool = True, rare_repeats: int = 1,
+                  num_emotions: int | None = None) -> grain.MapDataset:
+  """An infinite, deterministic `MapDataset` of this process's train batches.
+
+  Element s is the batch of step s, so `ds[start:]` resumes exactly.
+  """
+  local_batch = _check_batch(batch_size)
+  windows = make_windows(split.lengths, input_cfg.window,
+                         input_cfg.train_stride)
+  windows = rare_window_repeats(split, windows, rare_repeats)
+  ds = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
+  # Each process takes its share of every global batch.
+  ds = ds[jax.process_index()::jax.process_count()]
+  loader = _loader(split, input_cfg, augment, num_emotions)
+  if augment:
+    ds = ds.random_map(loader, seed=seed + 1)
+  else:
+    ds = ds.map(loader)
+  return ds.batch(local_batch, drop_remainder=True)
+
+
+def eval_dataset(split: SplitData, input_cfg, batch_size: int,
+                 num_emotions: int | None = None) -> grain.MapDataset:
+  """Non-overlapping windows covering every frame once, padded last batch.
+
+  Every process gets the same number of batches (short ones are padded with
+  fully masked windows), as the sharded eval step needs.
+  """
+  local_batch = _check_batch(batch_size)
+  windows = make_windows(split.lengths, input_cfg.window)
+  n_proc = jax.process_count()
+  per_step = local_batch * n_proc
+  num_steps = -(-len(windows) // per_step)
+  # Pad with "empty" windows (valid length 0) to fill the last global batch.
+  pad = num_steps * per_step - len(windows)
+  windows = np.concatenate([windows, np.zeros((pad, 3), np.int64)])
+  windows[len(windows) - pad:, 2] = 0
+  ds = grain.MapDataset.source(windows)
+  ds = ds[jax.process_index()::n_proc]
+  ds = ds.map(_loader(split, input_cfg, False, num_emotions))
+  return ds.batch(local_batch, drop_remainder=True)
+
+
+def iterate(ds: grain.MapDataset, input_cfg, start: int = 0
+            ) -> Iterator[dict[str, np.ndarray]]:
+  """Iterates `ds[start:]` with threaded prefetch (and worker processes)."""
+  ds = ds[start:]
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=input_cfg.num_threads,
+      prefetch_buffer_size=input_cfg.prefetch_batches))
+  if input_cfg.get('num_workers', 0) > 0:
+    it_ds = it_ds.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=input_cfg.num_workers))
+  return iter(it_ds)
+
+
+def normalize(frames: jnp.ndarray, mode: str) -> jnp.ndarray:
+  """uint8 frames -> float32 network input, on the device.
+
+  Modes: 'imagenet' ((x/255 - mean) / std, torchvision's statistics, for
+  ImageNet-initialised trunks), 'symmetric' ((x - 128) / 128, in [-1, 1],
+  kollias2019 / affect4k), 'unit' (x / 255).
+  """
+  x = frames.astype(jnp.float32)
+  if mode == 'imagenet':
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+  if mode == 'symmetric':
+    return (x - 128.0) / 128.0
+  if mode == 'unit':
+    return x / 255.0
+  raise AffectJaxError(
+      f'Unknown input.normalization {mode!r}; use one of imagenet, '
+      'symmetric, unit.')

@@ -1,0 +1,52 @@
+"""Runs an experiment: `python -m affect_jax.main --config=... --workdir=...`.
+
+Example (the quick start, the RealEyes pretrain -> fine-tune chain on the
+embedded synthetic dataset):
+
+  python -m affect_jax.main --config=configs/realeyes.py:synthetic \
+      --workdir=/tmp/realeyes_synthetic
+
+Rerunning the same command resumes an interrupted run. Config fields can be
+overridden on the command line, e.g. `--config.num_train_steps=100`.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from affect_jax import experiment
+from affect_jax.errors import AffectJaxError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, results.')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0 for multi-host runs '
+                    '(jax.distributed); leave unset on one host.')
+flags.DEFINE_integer('num_processes', None, 'Processes of a multi-host run.')
+flags.DEFINE_integer('process_id', None, 'This process in a multi-host run.')
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, e.g. configs/realeyes.py:synthetic',
+    lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
+  try:
+    experiment.run(FLAGS.config, FLAGS.workdir)
+  except AffectJaxError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

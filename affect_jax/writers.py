@@ -1,0 +1,89 @@
+"""Metric writers: TensorBoard event files (tensorboardX) plus a CSV.
+
+clu's metric writers import TensorFlow, which this project must not need, so
+TensorBoard events are written with tensorboardX. Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Mapping
+
+import jax
+
+
+class MetricWriter:
+  """Writes scalars to `<logdir>/events.*` and `<logdir>/metrics.csv`.
+
+  The CSV has one row per (step, name, value), so new metric names can appear
+  at any time and a resumed run appends to the same file.
+  """
+
+  def __init__(self, logdir: str):
+    self._active = jax.process_index() == 0
+    self._tb = None
+    self._csv = None
+    if not self._active:
+      return
+    os.makedirs(logdir, exist_ok=True)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(logdir)
+    path = os.path.join(logdir, 'metrics.csv')
+    new = not os.path.exists(path)
+    self._csv_file = open(path, 'a', newline='')
+    self._csv = csv.writer(self._csv_file)
+    if new:
+      self._csv.writerow(['step', 'name', 'value', 'wall_time'])
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    if not self._active:
+      return
+    now = time.time()
+    for name, value in scalars.items():
+      value = float(value)
+      self._tb.add_scalar(name, value, global_step=step, walltime=now)
+      self._csv.writerow([step, name, f'{value:.6g}', f'{now:.3f}'])
+    self._csv_file.flush()
+    self._tb.flush()
+
+  def close(self):
+    if self._active:
+      self._tb.close()
+      self._csv_file.close()
+
+
+def versions() -> dict[str, str]:
+  """Versions of Python and the packages that decide results."""
+  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
+  out = {'python': sys.version.split()[0], 'platform': platform.platform()}
+  for pkg in ('affect_jax', 'jax', 'jaxlib', 'flax', 'optax',
+              'orbax-checkpoint', 'grain', 'tensorflow-datasets', 'numpy',
+              'pillow'):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      out[pkg] = 'not installed'
+  out['devices'] = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
+  out['processes'] = str(jax.process_count())
+  return out
+
+
+def write_json(path: str, obj: Any):
+  """Writes JSON atomically (a crash never leaves half a file)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
