@@ -148,7 +148,7 @@ def train_step(state: TrainState, batch, *, task: str, loss_name: str,
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return state, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+  return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
 
 
 def eval_step(state: TrainState, batch, *, task: str, normalization: str):

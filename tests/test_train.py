@@ -1,0 +1,182 @@
+"""Train step, sharding, resume, the stage chain and the missing-data error."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from affect_jax import experiment
+from affect_jax import input_pipeline as ip
+from affect_jax import train
+from tests.conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _losses(csv_path):
+  out = {}
+  with open(csv_path) as f:
+    for row in csv.DictReader(f):
+      if row['name'] == 'train/loss':
+        out[int(row['step'])] = float(row['value'])
+  return out
+
+
+def test_train_steps_lower_the_loss(make_tiny_config):
+  config = make_tiny_config()
+  cfg = experiment.resolve_stage(config, 'finetune')
+  cfg.learning_rate = 3e-3
+  split = ip.load_split(cfg.dataset, 'train')
+  stage = train.Stage(config, cfg, n_out=2)
+  state = stage.create_state(stage.init_variables(0))
+  batch = next(ip.iterate(ip.train_dataset(split, config.input,
+                                           config.batch_size, seed=0,
+                                           augment=False), config.input))
+  losses = []
+  for _ in range(25):
+    state, m = stage.train_step(state, batch)
+    losses.append(float(m['loss']))
+  assert np.isfinite(losses).all()
+  assert losses[-1] < 0.6 * losses[0], losses
+
+
+_DEVICE_SCRIPT = r'''
+import json, sys
+import jax
+from affect_jax import experiment, input_pipeline as ip, train
+from tests.conftest import tiny_config
+config = tiny_config(sys.argv[1])
+config.batch_size = 8
+cfg = experiment.resolve_stage(config, 'pretrain')
+split = ip.load_split(cfg.dataset, 'train')
+import numpy as np
+from affect_jax import losses
+cw = np.asarray(losses.class_weights_from_counts(split.emotion_counts()))
+stage = train.Stage(config, cfg, n_out=8, class_weights=cw)
+state = stage.create_state(stage.init_variables(0))
+it = ip.iterate(ip.train_dataset(split, config.input, 8, seed=0), config.input)
+out = []
+for _ in range(3):
+  state, m = stage.train_step(state, next(it))
+  out.append(float(m['loss']))
+print(json.dumps({'devices': jax.device_count(), 'losses': out}))
+'''
+
+
+def _run_on_devices(n, data_dir):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', _DEVICE_SCRIPT, data_dir],
+                       cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_same_loss_on_1_and_8_devices(tiny_data_dir):
+  one = _run_on_devices(1, tiny_data_dir)
+  eight = _run_on_devices(8, tiny_data_dir)
+  assert one['devices'] == 1 and eight['devices'] == 8
+  # BatchNorm statistics and the loss are over the global batch either way.
+  np.testing.assert_allclose(eight['losses'], one['losses'], rtol=2e-4)
+  assert one['losses'][0] != one['losses'][2]
+
+
+def test_resume_continues_with_the_same_losses(make_tiny_config, tmp_path):
+  def run(workdir, steps):
+    config = make_tiny_config(stages='finetune')
+    config.finetune.init_from = ''
+    config.finetune.num_train_steps = steps
+    config.finetune.eval_every_steps = 3
+    config.finetune.checkpoint_every_steps = 3
+    return experiment.run(config, str(workdir))
+
+  run(tmp_path / 'straight', 6)
+  run(tmp_path / 'resumed', 3)
+  # Simulate an interrupt after step 3: the stage is not marked done.
+  os.remove(tmp_path / 'resumed' / 'finetune' / 'DONE.json')
+  run(tmp_path / 'resumed', 6)
+  straight = _losses(tmp_path / 'straight' / 'finetune' / 'metrics.csv')
+  resumed = _losses(tmp_path / 'resumed' / 'finetune' / 'metrics.csv')
+  assert sorted(resumed) == list(range(1, 7))
+  for step in range(4, 7):
+    assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
+
+
+def test_freeze_trunk_keeps_trunk_params(make_tiny_config):
+  config = make_tiny_config()
+  cfg = experiment.resolve_stage(config, 'finetune')
+  cfg.freeze = 'trunk'
+  split = ip.load_split(cfg.dataset, 'train')
+  stage = train.Stage(config, cfg, n_out=2)
+  state = stage.create_state(stage.init_variables(0))
+  before = jax.device_get(state.params)
+  batch = next(ip.iterate(ip.train_dataset(split, config.input, 2, seed=0),
+                          config.input))
+  for _ in range(2):
+    state, _ = stage.train_step(state, batch)
+  after = jax.device_get(state.params)
+  same = jax.tree.map(np.array_equal, before['trunk'], after['trunk'])
+  assert all(jax.tree.leaves(same))
+  assert not np.array_equal(before['head']['kernel'], after['head']['kernel'])
+
+
+@pytest.mark.slow
+def test_chain_runs_resumes_and_skips_finished_stages(make_tiny_config,
+                                                      tmp_path, capsys):
+  config = make_tiny_config()
+  results = experiment.run(config, str(tmp_path))
+  for stage in ('pretrain', 'finetune', 'test'):
+    assert os.path.exists(tmp_path / stage / 'DONE.json')
+  test = results['test']
+  for k in ('ccc_valence', 'ccc_arousal', 'mse_valence', 'mse_arousal'):
+    assert np.isfinite(test[k])
+  out = capsys.readouterr().out
+  assert 'Test results' in out and 'valence' in out
+  with open(tmp_path / 'test' / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  split = ip.load_split(config.test.dataset, 'test')
+  assert len(rows) == split.num_frames
+  info = json.load(open(tmp_path / 'config.json'))
+  assert info['seed'] == 0 and info['model']['width'] == 4
+  runs = os.listdir(tmp_path / 'runs')
+  assert runs and 'jax' in json.load(open(tmp_path / 'runs' / runs[0]))[
+      'versions']
+  # Rerun: every stage is skipped.
+  again = experiment.run(config, str(tmp_path))
+  assert 'already finished' in capsys.readouterr().out
+  assert again['test']['ccc_valence'] == test['ccc_valence']
+
+
+def test_missing_real_dataset_is_one_clear_error(tmp_path):
+  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / 'tfds'))
+  out = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.main',
+       '--config=configs/realeyes.py', f'--workdir={tmp_path / "w"}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  assert 'Traceback' not in out.stderr
+  err = out.stderr.strip().splitlines()[-1]
+  assert err.startswith('error: No prepared \'realeyes\' dataset found')
+  assert str(tmp_path / 'tfds' / 'realeyes') in err
+  assert 'python -m affect_jax.prepare --dataset=realeyes' in err
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.main',
+       '--config=configs/realeyes.py:synthetic', f'--workdir={tmp_path}',
+       '--config.num_trian_steps=3'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert 'num_trian_steps' in out.stderr
+
+
+def test_tiny_config_helper_matches_fixture(tiny_data_dir):
+  c = tiny_config(tiny_data_dir)
+  assert c.pretrain.dataset.data_dir == tiny_data_dir

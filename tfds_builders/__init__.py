@@ -1,0 +1,15 @@
+"""One TFDS builder per dataset layout, one package each."""
+
+import importlib
+
+# Every builder package; importing one registers its builder with TFDS.
+_BUILDERS = {
+    'synthetic_faces': 'tfds_builders.synthetic_faces',
+}
+
+
+def register_all() -> list[str]:
+  """Imports every builder package; returns the registered builder names."""
+  for module in _BUILDERS.values():
+    importlib.import_module(module)
+  return sorted(_BUILDERS)

@@ -1,0 +1,258 @@
+"""TFDS builder of the embedded synthetic face-video dataset (SPEC section 3).
+
+Cartoon faces whose mouth, eyes and brows follow smooth valence/arousal
+trajectories (see `faces.py`), with RealEyes-style multi-label emotions
+derived from them and a large "neutral" class. Nothing is downloaded: the
+records are rendered from `config.seed`, identically on every machine.
+
+Build and read it without TensorFlow (the `tfds build` CLI imports TF, so go
+through the Python API; `python -m affect_jax.prepare
+--dataset=synthetic_faces` does the same):
+
+  import tensorflow_datasets as tfds
+  import tfds_builders
+
+  tfds_builders.register_all()
+  builder = tfds.builder('synthetic_faces', data_dir=DIR)  # or '.../tiny'
+  builder.download_and_prepare()  # array_record files, ~15 s on 2 CPU cores
+  source = builder.as_data_source('train')  # random access, no TensorFlow
+  record = source[0]  # dict keyed by affect_jax.features.RECORD_*
+  jpeg = record['image']  # bytes; decode with PIL.Image.open(io.BytesIO(..))
+
+A custom size is a config instance:
+`SyntheticFaces(data_dir=DIR, config=SyntheticFacesConfig(name='big',
+num_subjects=200))`.
+
+Records are one per frame and come out sorted by (video, frame) in every
+split, which the input pipeline relies on to cut windows of consecutive
+frames. Splits are by subject: nobody appears in two splits.
+"""
+
+import dataclasses
+import io
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from affect_jax import features as F
+from affect_jax.errors import AffectJaxError
+from tfds_builders.synthetic_faces import faces
+
+_SPLITS = ('train', 'validation', 'test')
+
+
+@dataclasses.dataclass(eq=False)
+class SyntheticFacesConfig(tfds.core.BuilderConfig):
+  """Size and seed of a synthetic dataset.
+
+  Subjects are split in index order: the first ones go to train, then
+  validation, then test (subjects are i.i.d., so this is an unbiased split
+  that does not change when `num_subjects` grows). A split with fraction 0 is
+  not written; any other split gets at least one subject.
+  """
+  num_subjects: int = 40
+  videos_per_subject: int = 2
+  frames_per_video: int = 100
+  fps: float = 10.0
+  frame_size: int = 64  # Square frames, pixels.
+  seed: int = 0
+  train_fraction: float = 0.7
+  validation_fraction: float = 0.15
+  test_fraction: float = 0.15
+  jpeg_quality: int = 90
+
+
+def split_subjects(config: SyntheticFacesConfig) -> dict[str, list[int]]:
+  """Subject indices of each written split, e.g. {'train': [0, .., 19], ..}.
+
+  Raises:
+    AffectJaxError: when the fractions or sizes cannot give a valid split.
+  """
+  fractions = dict(train=config.train_fraction,
+                   validation=config.validation_fraction,
+                   test=config.test_fraction)
+  if (min(fractions.values()) < 0 or
+      abs(sum(fractions.values()) - 1) > 1e-6 or config.train_fraction <= 0):
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: split fractions {fractions} '
+        'must be >= 0, sum to 1, with train_fraction > 0.')
+  n = config.num_subjects
+  # Round half up (Python's round() would give 4 of 30 at 0.15).
+  counts = {s: (max(1, int(np.floor(fractions[s] * n + 0.5)))
+                if fractions[s] > 0 else 0)
+            for s in ('validation', 'test')}
+  counts['train'] = n - counts['validation'] - counts['test']
+  if counts['train'] < 1:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: num_subjects={n} leaves no '
+        f'subject for train after validation/test took {counts}; use more '
+        'subjects (at least one per split with a non-zero fraction).')
+  out, start = {}, 0
+  for s in _SPLITS:
+    if counts[s]:
+      out[s] = list(range(start, start + counts[s]))
+      start += counts[s]
+  return out
+
+
+def _check_config(config: SyntheticFacesConfig) -> None:
+  for field in ('num_subjects', 'videos_per_subject', 'frames_per_video'):
+    value = getattr(config, field)
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise AffectJaxError(
+          f'synthetic_faces config {config.name!r}: {field}={value!r} must be '
+          'a positive integer.')
+  if config.frame_size < 16:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: frame_size='
+        f'{config.frame_size} is too small to show a face; use >= 16.')
+  if config.fps <= 0:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: fps={config.fps} must be '
+        '> 0.')
+  if not 1 <= config.jpeg_quality <= 100:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: jpeg_quality='
+        f'{config.jpeg_quality} must be in [1, 100].')
+  if config.videos_per_subject >= 2**16 or config.frames_per_video >= 2**32:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: too many videos or frames '
+        'for the (video << 32 | frame) record keys.')
+  split_subjects(config)
+
+
+def subject_id(subject_index: int) -> str:
+  return f's{subject_index:04d}'
+
+
+def video_id(subject_index: int, video_index: int) -> str:
+  # Zero-padded so that sorting the ids as strings sorts them by number.
+  return f'{subject_id(subject_index)}_v{video_index:02d}'
+
+
+def subject_rng(seed: int, subject_index: int) -> np.random.Generator:
+  # Own stream per subject (tag 0) and per video (tag 1): changing the number
+  # of subjects, videos or frames does not change the others.
+  return np.random.default_rng([seed, 0, subject_index])
+
+
+def video_rng(seed: int, subject_index: int,
+              video_index: int) -> np.random.Generator:
+  return np.random.default_rng([seed, 1, subject_index, video_index])
+
+
+def _text() -> tfds.features.Tensor:  # str or bytes, decoded as bytes.
+  return tfds.features.Tensor(shape=(), dtype=np.object_)
+
+
+def _scalar(dtype) -> tfds.features.Tensor:
+  return tfds.features.Tensor(shape=(), dtype=dtype)
+
+
+class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
+  """Procedural face videos with valence, arousal and emotion labels."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = [
+      # ~15 s on 2 CPU cores: 28/6/6 subjects -> 5600/1200/1200 frames.
+      SyntheticFacesConfig(
+          name='default',
+          description='40 subjects x 2 videos x 100 frames, 64x64, 10 fps.'),
+      # For tests: builds in about a second, 4/1/1 subjects. Seed 20 is one
+      # where every split holds some non-neutral emotion, so that per-class
+      # metrics are defined on each split.
+      SyntheticFacesConfig(
+          name='tiny', num_subjects=6, videos_per_subject=2,
+          frames_per_video=24, frame_size=32, seed=20,
+          description='6 subjects x 2 videos x 24 frames, 32x32, 10 fps.'),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = 'default'
+
+  def __init__(self, *, file_format=None, **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    _check_config(self.builder_config)
+    # array_record (random access through `as_data_source`, no TensorFlow) is
+    # the default here instead of TFDS's tfrecord. A dataset already prepared
+    # on disk keeps the format it was written in.
+    if file_format is None and not (self.data_path /
+                                    'dataset_info.json').exists():
+      self.info.set_file_format(tfds.core.FileFormat.ARRAY_RECORD,
+                                override=True)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    c = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__.split('\n\n')[0] + ' ' + (c.description or ''),
+        features=tfds.features.FeaturesDict({
+            F.RECORD_IMAGE: _text(),  # JPEG bytes.
+            F.RECORD_VALENCE: _scalar(np.float32),
+            F.RECORD_AROUSAL: _scalar(np.float32),
+            F.RECORD_EMOTIONS: tfds.features.Tensor(
+                shape=(faces.NUM_EMOTIONS,), dtype=np.float32),
+            F.RECORD_LANDMARKS: tfds.features.Tensor(
+                shape=(F.NUM_LANDMARKS, 2), dtype=np.float32),
+            F.RECORD_BOX: tfds.features.Tensor(shape=(4,), dtype=np.float32),
+            F.RECORD_HAS_FACE: _scalar(np.bool_),
+            F.RECORD_TIME: _scalar(np.float32),
+            F.RECORD_FRAME_INDEX: _scalar(np.int32),
+            F.RECORD_VIDEO_ID: _text(),
+            F.RECORD_SUBJECT_ID: _text(),
+        }),
+        # Keys are (video << 32 | frame): with shuffling disabled TFDS writes
+        # records in key order, i.e. sorted by video then frame, which the
+        # input pipeline needs to cut windows of consecutive frames.
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(
+            emotion_names=list(F.REALEYES_EMOTIONS),
+            fps=float(c.fps),
+            frame_size=int(c.frame_size),
+            seed=int(c.seed),
+        ),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    return {split: self._generate_examples(subjects)
+            for split, subjects in split_subjects(self.builder_config).items()}
+
+  def _generate_examples(
+      self, subjects: list[int]) -> Iterator[tuple[int, dict[str, object]]]:
+    """Yields ((video_ordinal << 32) | frame_index, record) for each frame."""
+    c = self.builder_config
+    # Video ordinal = position in the sorted list of the split's video ids.
+    videos = sorted((video_id(s, v), s, v) for s in subjects
+                    for v in range(c.videos_per_subject))
+    for ordinal, (vid, s, v) in enumerate(videos):
+      subject = faces.make_subject(subject_rng(c.seed, s))
+      video = faces.make_video(video_rng(c.seed, s, v), c.frames_per_video,
+                               c.fps)
+      emotions = faces.emotions_from_va(video.valence, video.arousal)
+      for i in range(c.frames_per_video):
+        image, landmarks, box = faces.render_frame(subject, video, i,
+                                                   c.frame_size)
+        yield (ordinal << 32) | i, {
+            F.RECORD_IMAGE: encode_jpeg(image, c.jpeg_quality),
+            F.RECORD_VALENCE: video.valence[i],
+            F.RECORD_AROUSAL: video.arousal[i],
+            F.RECORD_EMOTIONS: emotions[i],
+            F.RECORD_LANDMARKS: landmarks,
+            F.RECORD_BOX: box,
+            F.RECORD_HAS_FACE: True,
+            F.RECORD_TIME: np.float32(i / c.fps),
+            F.RECORD_FRAME_INDEX: np.int32(i),
+            F.RECORD_VIDEO_ID: vid,
+            F.RECORD_SUBJECT_ID: subject_id(s),
+        }
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+  """JPEG bytes of a uint8 [H, W, 3] image (deterministic)."""
+  buf = io.BytesIO()
+  # 4:4:4 chroma: at 32-64 pixels 4:2:0 would smear the lips into the skin.
+  Image.fromarray(image).save(buf, format='JPEG', quality=quality,
+                              subsampling=0)
+  return buf.getvalue()
