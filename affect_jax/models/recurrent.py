@@ -1,20 +1,46 @@
 """Recurrent layers over per-frame features, with padding masks.
 
-Every recurrent module here takes `x [B, T, F]` and an optional `mask [B, T]`
-and returns `[B, T, hidden]`, so `CNNRNN` can hold any of them.
+Every recurrent module here takes `x [B, T, F]`, an optional `mask [B, T]`
+and `train` (inter-layer dropout) and returns `[B, T, hidden]`, so `CNNRNN`
+can hold any of them.
 
 Speed: per layer the input projection of all T steps is one [B*T, F] x
-[F, 4H] matmul outside the time loop; only the recurrent [B, H] x [H, 4H]
-matmul and the gate nonlinearities run inside `jax.lax.scan`.
+[F, G*H] matmul outside the time loop (G = 4 gates for the LSTM, 3 for the
+GRU); only the recurrent [B, H] x [H, G*H] matmul and the gate
+nonlinearities run inside `jax.lax.scan`, which `unroll` steps per
+iteration.
+
+Parameter names and gate order follow torch.nn.LSTM / torch.nn.GRU, so
+their weights import by transposing (`lstm_params_from_torch`,
+`gru_params_from_torch`):
+
+  LSTM (gates i, f, g, o along the 4H axis, as torch):
+    ih_l{k}/kernel [F_k, 4H] = weight_ih_l{k}.T     (F_0 = F, else H)
+    ih_l{k}/bias   [4H]      = bias_ih_l{k} + bias_hh_l{k}
+    hh_l{k}/kernel [H, 4H]   = weight_hh_l{k}.T
+    hh_l{k}/peephole_{i,f,o} [H]   (peephole variant only; torch has none)
+  GRU (gates r, z, n along the 3H axis, as torch):
+    ih_l{k}/kernel [F_k, 3H] = weight_ih_l{k}.T
+    ih_l{k}/bias   [3H]      = bias_ih_l{k}
+    hh_l{k}/kernel [H, 3H]   = weight_hh_l{k}.T
+    hh_l{k}/bias   [3H]      = bias_hh_l{k}
+
+The LSTM's two torch biases are only ever summed, so one is kept; the GRU
+keeps both because torch's b_hn sits inside the reset gate's product.
+(TensorFlow's `LSTMCell` orders gates i, g(j), f, o and `GRUCell` z, r, n
+with a differently placed reset; converting those needs a permutation.)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from affect_jax.errors import AffectJaxError
 
 
 def _torch_rnn_init(hidden_size: int):
@@ -38,15 +64,47 @@ def _lstm_bias_init(forget_bias: float):
   return init
 
 
+def _scan_masked(step: Callable, carry, gates_x, valid, unroll: int):
+  """Runs `step` over time; padded steps keep the carry and output zeros.
+
+  Args:
+    step: (carry, gates_x_t [B, G*H] float32) -> (new_carry, h_t [B, H]).
+    carry: initial carry, a tuple of [B, H] float32 arrays whose first
+      element is the hidden state.
+    gates_x: [B, T, G*H] input projections.
+    valid: [B, T] bool.
+    unroll: time steps per scan iteration.
+
+  Returns:
+    [B, T, H] float32 outputs.
+  """
+
+  def body(carry, inputs):
+    gx, v = inputs
+    new_carry, h = step(carry, gx.astype(jnp.float32))
+    v = v[:, None]
+    # Padded steps keep the state, so later valid steps never see them.
+    carry = tuple(jnp.where(v, n, o) for n, o in zip(new_carry, carry))
+    return carry, jnp.where(v, h, 0.0)
+
+  # lax.scan walks the leading axis, so go time-major.
+  xs = (jnp.swapaxes(gates_x, 0, 1), jnp.swapaxes(valid, 0, 1))
+  _, hs = jax.lax.scan(body, carry, xs, unroll=unroll)
+  return jnp.swapaxes(hs, 0, 1)
+
+
 class _LSTMRecurrence(nn.Module):
   """The time loop of one LSTM layer: owns `kernel` [H, 4H] (W_hh^T).
 
   Attributes:
     hidden_size: H.
+    peephole: add diagonal cell-to-gate weights (Gers & Schmidhuber 2000,
+      TensorFlow's `use_peepholes=True`, kollias2019's CNN-LSTM).
     unroll: time steps per scan iteration (`jax.lax.scan(unroll=...)`).
     dtype: dtype of the recurrent matmul; gates and cell state are float32.
   """
   hidden_size: int
+  peephole: bool = False
   unroll: int = 1
   dtype: Any = jnp.float32
 
@@ -56,62 +114,104 @@ class _LSTMRecurrence(nn.Module):
     h_size = self.hidden_size
     kernel = self.param('kernel', _torch_rnn_init(h_size), (h_size, 4 * h_size))
     kernel = jnp.asarray(kernel, self.dtype)
-    batch = gates_x.shape[0]
+    if self.peephole:
+      # Small uniform start, as the other recurrent weights.
+      peep = [self.param(f'peephole_{g}', _torch_rnn_init(h_size), (h_size,))
+              for g in 'ifo']
+    else:
+      peep = [0.0, 0.0, 0.0]
 
-    def step(carry, inputs):
+    def step(carry, gx):
       h, c = carry
-      gx, v = inputs
-      gates = gx.astype(jnp.float32) + jnp.dot(
-          h.astype(self.dtype), kernel, preferred_element_type=jnp.float32)
+      gates = gx + jnp.dot(h.astype(self.dtype), kernel,
+                           preferred_element_type=jnp.float32)
       i, f, g, o = jnp.split(gates, 4, axis=-1)  # torch's gate order.
-      c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-      h_new = nn.sigmoid(o) * jnp.tanh(c_new)
-      v = v[:, None]
-      # Padded steps keep the state, so later valid steps never see them.
-      carry = (jnp.where(v, h_new, h), jnp.where(v, c_new, c))
-      return carry, jnp.where(v, h_new, 0.0)
+      # Input and forget gates peek at the old cell, the output gate at the
+      # new one (TensorFlow's LSTMCell).
+      c_new = (nn.sigmoid(f + peep[1] * c) * c
+               + nn.sigmoid(i + peep[0] * c) * jnp.tanh(g))
+      h_new = nn.sigmoid(o + peep[2] * c_new) * jnp.tanh(c_new)
+      return (h_new, c_new), h_new
 
-    zeros = jnp.zeros((batch, h_size), jnp.float32)
-    # lax.scan walks the leading axis, so go time-major.
-    xs = (jnp.swapaxes(gates_x, 0, 1), jnp.swapaxes(valid, 0, 1))
-    _, hs = jax.lax.scan(step, (zeros, zeros), xs, unroll=self.unroll)
-    return jnp.swapaxes(hs, 0, 1).astype(self.dtype)
+    zeros = jnp.zeros((gates_x.shape[0], h_size), jnp.float32)
+    hs = _scan_masked(step, (zeros, zeros), gates_x, valid, self.unroll)
+    return hs.astype(self.dtype)
+
+
+class _GRURecurrence(nn.Module):
+  """The time loop of one GRU layer: owns W_hh^T [H, 3H] and b_hh [3H].
+
+  Attributes:
+    hidden_size: H.
+    unroll: time steps per scan iteration.
+    dtype: dtype of the recurrent matmul; gates and state are float32.
+  """
+  hidden_size: int
+  unroll: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, gates_x, valid):
+    """gates_x [B, T, 3H] (x W_ih^T + b_ih), valid [B, T] -> [B, T, H]."""
+    h_size = self.hidden_size
+    init = _torch_rnn_init(h_size)
+    kernel = jnp.asarray(self.param('kernel', init, (h_size, 3 * h_size)),
+                         self.dtype)
+    bias = self.param('bias', init, (3 * h_size,))
+
+    def step(carry, gx):
+      (h,) = carry
+      gh = jnp.dot(h.astype(self.dtype), kernel,
+                   preferred_element_type=jnp.float32) + bias
+      xr, xz, xn = jnp.split(gx, 3, axis=-1)  # torch's gate order r, z, n.
+      hr, hz, hn = jnp.split(gh, 3, axis=-1)
+      r = nn.sigmoid(xr + hr)
+      z = nn.sigmoid(xz + hz)
+      n = jnp.tanh(xn + r * hn)
+      h_new = (1.0 - z) * n + z * h
+      return (h_new,), h_new
+
+    zeros = jnp.zeros((gates_x.shape[0], h_size), jnp.float32)
+    hs = _scan_masked(step, (zeros,), gates_x, valid, self.unroll)
+    return hs.astype(self.dtype)
+
+
+def _valid(x, mask):
+  if mask is None:
+    return jnp.ones(x.shape[:2], bool)
+  return jnp.asarray(mask) > 0
 
 
 class LSTM(nn.Module):
   """Stacked unidirectional LSTM (torch.nn.LSTM semantics, batch-first).
 
-  Parameters of layer k, and their torch.nn.LSTM counterparts (gate order
-  i, f, g, o along the 4H axis in both):
-
-    params/ih_l{k}/kernel [F_k, 4H]  = weight_ih_l{k}.T  (F_0 = F, else H)
-    params/ih_l{k}/bias   [4H]       = bias_ih_l{k} + bias_hh_l{k}
-    params/hh_l{k}/kernel [H, 4H]    = weight_hh_l{k}.T
-
-  torch's two biases are only ever summed, so one bias (on the input
-  projection, outside the time loop) is kept; exporting to torch writes the
-  sum to bias_ih and zeros to bias_hh. Weights start as torch's
-  U(-1/sqrt(H), 1/sqrt(H)); the bias starts at zero except `forget_bias` on
-  the forget gate (1.0 by default, Jozefowicz et al. 2015; torch instead draws
-  it from the same uniform).
+  See the module docstring for the parameter names and their torch
+  counterparts. Weights start as torch's U(-1/sqrt(H), 1/sqrt(H)); the bias
+  starts at zero except `forget_bias` on the forget gate (1.0 by default,
+  Jozefowicz et al. 2015; torch instead draws it from the same uniform).
 
   Attributes:
     hidden_size: H.
     num_layers: stacked layers (tzirakis2019 and kollias2019 use 2).
+    peephole: peephole connections (kollias2019's CNN-LSTM ablation).
+    dropout_rate: dropout on the outputs of every layer but the last, in
+      training (torch's `dropout`; kollias2019 Table 8 after RNN layer 1).
     unroll: time steps per scan iteration; larger compiles slower, may run
-      faster on accelerators.
+      faster.
     forget_bias: initial forget-gate bias.
     dtype: computation dtype of the matmuls; parameters, gates and the cell
       state stay float32.
   """
   hidden_size: int
   num_layers: int = 1
+  peephole: bool = False
+  dropout_rate: float = 0.0
   unroll: int = 1
   forget_bias: float = 1.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask=None):
+  def __call__(self, x, mask=None, train: bool = False):
     """Runs all layers over the sequence.
 
     Args:
@@ -119,20 +219,109 @@ class LSTM(nn.Module):
       mask: optional [B, T], nonzero (True/1) for valid steps, 0 for padding.
         At padded steps the state is carried over unchanged and the output is
         zero, so outputs at valid steps do not depend on padded inputs.
+      train: apply inter-layer dropout (needs the 'dropout' rng).
 
     Returns:
       [B, T, hidden_size] outputs of the last layer, in `dtype`.
     """
-    if mask is None:
-      valid = jnp.ones(x.shape[:2], bool)
-    else:
-      valid = jnp.asarray(mask) > 0
+    valid = _valid(x, mask)
     h = x
     for k in range(self.num_layers):
+      if k > 0:
+        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
       gates_x = nn.Dense(
           4 * self.hidden_size, dtype=self.dtype,
           kernel_init=_torch_rnn_init(self.hidden_size),
           bias_init=_lstm_bias_init(self.forget_bias), name=f'ih_l{k}')(h)
-      h = _LSTMRecurrence(self.hidden_size, unroll=self.unroll,
-                          dtype=self.dtype, name=f'hh_l{k}')(gates_x, valid)
+      h = _LSTMRecurrence(self.hidden_size, peephole=self.peephole,
+                          unroll=self.unroll, dtype=self.dtype,
+                          name=f'hh_l{k}')(gates_x, valid)
     return h
+
+
+class GRU(nn.Module):
+  """Stacked unidirectional GRU (torch.nn.GRU semantics, batch-first).
+
+  AffWildNet's recurrent part (kollias2019 Table 8: 2 layers of 128) and the
+  4K models'. Parameters as torch.nn.GRU (module docstring), initialised as
+  torch does: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+
+  Attributes:
+    hidden_size: H.
+    num_layers: stacked layers.
+    dropout_rate: dropout on the outputs of every layer but the last, in
+      training.
+    unroll: time steps per scan iteration.
+    dtype: computation dtype of the matmuls; parameters and state float32.
+  """
+  hidden_size: int
+  num_layers: int = 1
+  dropout_rate: float = 0.0
+  unroll: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, train: bool = False):
+    """[B, T, F] (mask [B, T]) -> [B, T, hidden_size]; see `LSTM`."""
+    valid = _valid(x, mask)
+    init = _torch_rnn_init(self.hidden_size)
+    h = x
+    for k in range(self.num_layers):
+      if k > 0:
+        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+      gates_x = nn.Dense(3 * self.hidden_size, dtype=self.dtype,
+                         kernel_init=init, bias_init=init, name=f'ih_l{k}')(h)
+      h = _GRURecurrence(self.hidden_size, unroll=self.unroll,
+                         dtype=self.dtype, name=f'hh_l{k}')(gates_x, valid)
+    return h
+
+
+# ------------------------------------------------------ torch weight import ---
+
+
+def _torch_layers(state_dict, kind: str) -> int:
+  """Number of layers of a torch.nn.LSTM/GRU state dict; checks its keys."""
+  sd = {k: np.asarray(v) for k, v in state_dict.items()}
+  layers = sorted({int(k.rsplit('_l', 1)[1]) for k in sd
+                   if k.startswith('weight_ih_l')})
+  expected = {f'{p}_{m}_l{k}' for k in layers for p in ('weight', 'bias')
+              for m in ('ih', 'hh')}
+  if not layers or set(sd) != expected or layers != list(range(len(layers))):
+    raise AffectJaxError(
+        f'Not a unidirectional torch.nn.{kind} state dict with biases: got '
+        f'keys {sorted(sd)}, expected {sorted(expected) or "weight_ih_l0..."}'
+        ' (bidirectional and proj_size variants are not supported).')
+  return len(layers)
+
+
+def lstm_params_from_torch(state_dict) -> dict[str, Any]:
+  """`LSTM` params from a torch.nn.LSTM state dict (gate order i, f, g, o).
+
+  Args:
+    state_dict: {'weight_ih_l0': [4H, F], 'weight_hh_l0': [4H, H],
+      'bias_ih_l0': [4H], 'bias_hh_l0': [4H], ...}, torch tensors or arrays.
+
+  Returns:
+    The `params` collection of `LSTM(hidden_size=H, num_layers=...)`.
+  """
+  n = _torch_layers(state_dict, 'LSTM')
+  sd = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
+  params = {}
+  for k in range(n):
+    params[f'ih_l{k}'] = {'kernel': sd[f'weight_ih_l{k}'].T,
+                          'bias': sd[f'bias_ih_l{k}'] + sd[f'bias_hh_l{k}']}
+    params[f'hh_l{k}'] = {'kernel': sd[f'weight_hh_l{k}'].T}
+  return params
+
+
+def gru_params_from_torch(state_dict) -> dict[str, Any]:
+  """`GRU` params from a torch.nn.GRU state dict (gate order r, z, n)."""
+  n = _torch_layers(state_dict, 'GRU')
+  sd = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
+  params = {}
+  for k in range(n):
+    params[f'ih_l{k}'] = {'kernel': sd[f'weight_ih_l{k}'].T,
+                          'bias': sd[f'bias_ih_l{k}']}
+    params[f'hh_l{k}'] = {'kernel': sd[f'weight_hh_l{k}'].T,
+                          'bias': sd[f'bias_hh_l{k}']}
+  return params

@@ -1,0 +1,135 @@
+"""Converts a PyTorch state dict into an Orbax checkpoint of a model trunk.
+
+  python -m affect_jax.import_weights --arch=resnet50 \
+      --torch_checkpoint=resnet50-0676ba61.pth --output=/tmp/imagenet_resnet50
+
+`--arch` is resnet50, vgg16, vgg_face (a VGG-Face state dict in torchvision's
+VGG-16 naming) or alexnet. The output folder holds one Orbax step with
+`variables = {'params': {'trunk': ...}, 'batch_stats': {'trunk': ...}}`
+(the classifier dropped) and a JSON `meta`, which is what
+`checkpointing.restore_best_variables` reads; a config then initialises the
+trunk of any model built on that arch with
+
+  config.<stage>.init_from = '/tmp/imagenet_resnet50'
+  config.<stage>.init_keep = 'trunk'
+
+Nothing is downloaded: docs/models.md says where the published files are.
+Needs the optional torch extra (`pip install -e '.[torch]'`) to read `.pth`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from typing import Any
+
+from absl import app
+from absl import flags
+import orbax.checkpoint as ocp
+
+from affect_jax.errors import AffectJaxError
+from affect_jax.models import torch_import
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum('arch', None, list(torch_import.TORCH_ARCHS),
+                  'Architecture of the state dict.')
+flags.DEFINE_string('torch_checkpoint', None,
+                    'A torch.save()d state dict (.pth), e.g. torchvision\'s '
+                    'resnet50-0676ba61.pth.')
+flags.DEFINE_string('output', None, 'Folder to write the Orbax checkpoint to.')
+
+
+def read_torch_state_dict(path: str) -> dict[str, Any]:
+  """torch.load(path, weights_only=True), with user-facing errors."""
+  if not os.path.isfile(path):
+    raise AffectJaxError(
+        f'--torch_checkpoint {path!r} does not exist; download the .pth file '
+        'first (docs/models.md lists where they are published).')
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise AffectJaxError(
+        f'Reading {path!r} needs PyTorch: pip install -e ".[torch]" '
+        '(CPU build is enough).') from e
+  try:
+    # weights_only: a .pth is a pickle; never run code from a downloaded one.
+    return torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise AffectJaxError(
+        f'Cannot read {path!r} as a PyTorch state dict ({type(e).__name__}: '
+        f'{str(e)[:200]}); it must be torch.save(model.state_dict(), ...) '
+        'output, not a whole pickled model or a truncated download.') from e
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def import_weights(arch: str, torch_checkpoint: str, output: str,
+                   state_dict: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Writes the trunk of `torch_checkpoint` to `output`; returns its meta.
+
+  Args:
+    arch: one of `torch_import.TORCH_ARCHS`.
+    torch_checkpoint: the .pth file (read unless `state_dict` is given).
+    output: folder for the Orbax checkpoint (step 0); must not hold one.
+    state_dict: the already loaded dict (the path then only names it).
+
+  Returns:
+    The JSON meta stored next to the variables.
+  """
+  if state_dict is None:
+    state_dict = read_torch_state_dict(torch_checkpoint)
+  variables = torch_import.load_torch_state_dict(arch, state_dict,
+                                                 source=torch_checkpoint)
+  trunk = torch_import.trunk_variables(arch, variables)
+  build_kwargs = torch_import.build_kwargs_from_state_dict(
+      arch, torch_import.normalise_state_dict(state_dict))
+  build_kwargs.pop('num_classes', None)
+  build_kwargs.pop('fc_hidden', None)
+  meta = {
+      'arch': arch,
+      'source': os.path.abspath(torch_checkpoint),
+      'source_sha256': (_sha256(torch_checkpoint)
+                        if os.path.isfile(torch_checkpoint) else None),
+      'trunk_kwargs': {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in build_kwargs.items()},
+      'usage': "config.<stage>.init_from=<this folder>, init_keep='trunk'",
+  }
+  saved = {c: {'trunk': tree} for c, tree in trunk.items() if tree}
+  output = os.path.abspath(output)
+  mgr = ocp.CheckpointManager(
+      output, options=ocp.CheckpointManagerOptions(max_to_keep=1,
+                                                   create=True))
+  if mgr.latest_step() is not None:
+    mgr.close()
+    raise AffectJaxError(
+        f'--output {output!r} already holds a checkpoint; choose a new '
+        'folder or delete it.')
+  mgr.save(0, args=ocp.args.Composite(
+      variables=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(meta)))
+  mgr.wait_until_finished()
+  mgr.close()
+  return meta
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    import_weights(FLAGS.arch, FLAGS.torch_checkpoint, FLAGS.output)
+  except AffectJaxError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  print(f'Wrote the {FLAGS.arch} trunk to {FLAGS.output}; use it with '
+        f"init_from='{FLAGS.output}', init_keep='trunk'.")
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['arch', 'torch_checkpoint', 'output'])
+  app.run(main)
