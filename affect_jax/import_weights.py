@@ -26,6 +26,7 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from absl import logging
 import orbax.checkpoint as ocp
 
 from affect_jax.errors import AffectJaxError
@@ -121,6 +122,7 @@ def import_weights(arch: str, torch_checkpoint: str, output: str,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
   try:
     import_weights(FLAGS.arch, FLAGS.torch_checkpoint, FLAGS.output)
   except AffectJaxError as e:

@@ -143,6 +143,14 @@ def _convert(value: np.ndarray, flax_shape: tuple[int, ...],
   return value
 
 
+def _torch_shape(flax_shape) -> tuple[int, ...]:
+  """The torch layout of a Flax kernel shape (for error messages)."""
+  s = tuple(flax_shape)
+  if len(s) == 4:
+    return (s[3], s[2], s[0], s[1])
+  return s[::-1]
+
+
 def load_torch_state_dict(arch: str, state_dict,
                           source: str = 'state dict') -> dict[str, Any]:
   """Flax variables for `build(arch, **build_kwargs_from_state_dict(...))`.
@@ -193,7 +201,8 @@ def load_torch_state_dict(arch: str, state_dict,
       if value.shape != tuple(struct.shape):
         problems.append(
             f'key {key!r} has shape {sd[key].shape}, but {arch} with '
-            f'{kwargs} needs {struct.shape} (as Flax {"/".join(path)})')
+            f'{kwargs} needs {_torch_shape(struct.shape)} (Flax '
+            f'{"/".join(path)} {struct.shape})')
         continue
       converted[path] = value
     out[collection] = traverse_util.unflatten_dict(converted)
