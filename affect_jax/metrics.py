@@ -272,7 +272,10 @@ class MultiLabelAccumulator(_FrameStore):
       0, as sklearn's zero_division=0); `f1_mean`, the unweighted (macro)
       mean of the C per-class F1s, every class included; `accuracy`, the
       fraction of frames whose C predicted labels all equal the true ones;
-      `num_frames`. NaN scores where there are no frames.
+      `auc_<name>`, the threshold-free ROC AUC of each class (NaN where a
+      class has no positive or no negative frame) and `auc_mean` over the
+      classes where it is defined; `num_frames`. NaN scores where there are
+      no frames.
     """
     width = len(class_names) if class_names is not None else 0
     _, _, outputs, labels = self._frames(width)
@@ -299,11 +302,46 @@ class MultiLabelAccumulator(_FrameStore):
       out[f'f1_{name}'] = float(f1[c]) if n else float('nan')
       out[f'precision_{name}'] = float(precision[c]) if n else float('nan')
       out[f'recall_{name}'] = float(recall[c]) if n else float('nan')
+    auc = np.array([roc_auc(outputs[:, c], true[:, c])
+                    for c in range(len(class_names))])
+    for c, name in enumerate(class_names):
+      out[f'auc_{name}'] = float(auc[c])
+    out['auc_mean'] = (float(np.nanmean(auc)) if np.isfinite(auc).any()
+                       else float('nan'))
     out['f1_mean'] = float(np.mean(f1)) if n else float('nan')
     out['accuracy'] = (float(np.mean(np.all(pred == true, axis=1))) if n
                        else float('nan'))
     out['num_frames'] = int(n)
     return out
+
+
+def roc_auc(scores, labels) -> float:
+  """Area under the ROC curve (Mann-Whitney U, tied scores averaged).
+
+  Args:
+    scores: [N] real scores (probabilities or logits: only the order counts).
+    labels: [N] booleans.
+
+  Returns:
+    The probability that a random positive scores above a random negative;
+    NaN if there is no positive or no negative.
+  """
+  scores = np.asarray(scores, np.float64)
+  labels = np.asarray(labels, bool)
+  n_pos = int(labels.sum())
+  n_neg = labels.size - n_pos
+  if n_pos == 0 or n_neg == 0:
+    return float('nan')
+  order = np.argsort(scores, kind='mergesort')
+  sorted_scores = scores[order]
+  ranks = np.empty(scores.size, np.float64)
+  # Average 1-based ranks over runs of tied scores.
+  _, start, counts = np.unique(sorted_scores, return_index=True,
+                               return_counts=True)
+  avg = start + (counts + 1) / 2.0
+  ranks[order] = np.repeat(avg, counts)
+  u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+  return float(u / (n_pos * n_neg))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

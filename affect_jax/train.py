@@ -62,8 +62,9 @@ def build_model(model_cfg, n_out: int):
   arch = kwargs.pop('arch')
   if 'dtype' in kwargs:
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  if 'stage_sizes' in kwargs:
-    kwargs['stage_sizes'] = tuple(kwargs['stage_sizes'])
+  for key in ('stage_sizes', 'fc_features'):
+    if key in kwargs:
+      kwargs[key] = tuple(kwargs[key])
   return models.build(arch, num_outputs=n_out, **kwargs)
 
 
@@ -85,21 +86,15 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
 
 
 def make_optimizer(cfg, params) -> optax.GradientTransformation:
-  """Adam with the stage's schedule; top-level modules in `cfg.freeze` (e.g.
-  'trunk') get no updates."""
+  """Adam with the stage's schedule; parameters under the `cfg.freeze` path
+  prefixes (e.g. 'trunk', or 'trunk/conv1,trunk/layer1_0') get no updates."""
   tx = optax.adam(learning_rate_schedule(cfg))
-  frozen = set(_as_tuple(cfg.freeze))
-  unknown = frozen - set(params)
-  if unknown:
-    raise AffectJaxError(
-        f'freeze={sorted(frozen)} names modules the model does not have '
-        f'({sorted(unknown)}); choose from {sorted(params)}.')
+  frozen = _as_tuple(cfg.freeze)
   if not frozen:
     return tx
-  labels = {k: jax.tree.map(lambda _, k=k: 'frozen' if k in frozen else
-                            'train', v) for k, v in params.items()}
-  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
-                               labels)
+  return optax.multi_transform(
+      {'train': tx, 'frozen': optax.set_to_zero()},
+      models.trainable_labels(params, frozen))
 
 
 def _as_tuple(value) -> tuple[str, ...]:
@@ -139,7 +134,8 @@ def train_step(state: TrainState, batch, *, task: str, loss_name: str,
   def loss_fn(params):
     outputs, new_vars = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, frames,
-        mask=batch[F.MASK], train=True, mutable=['batch_stats'],
+        mask=batch[F.MASK], landmarks=batch.get(F.LANDMARKS), train=True,
+        mutable=['batch_stats'],
         rngs={'dropout': dropout_rng})
     loss = compute_loss(task, loss_name, outputs.astype(jnp.float32), batch,
                         class_weights)
@@ -156,7 +152,8 @@ def eval_step(state: TrainState, batch, *, task: str, normalization: str):
   frames = input_pipeline.normalize(batch[F.FRAMES], normalization)
   outputs = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats}, frames,
-      mask=batch[F.MASK], train=False).astype(jnp.float32)
+      mask=batch[F.MASK], landmarks=batch.get(F.LANDMARKS),
+      train=False).astype(jnp.float32)
   if task == 'emotions':
     outputs = jax.nn.sigmoid(outputs)
   return outputs
@@ -428,5 +425,5 @@ def _summary_keys(task: str, results) -> list[str]:
   if task == 'va':
     keys = ['ccc_arousal', 'ccc_valence', 'ccc_mean']
   else:
-    keys = ['f1_mean', 'accuracy']
+    keys = ['auc_mean', 'f1_mean', 'accuracy']
   return [k for k in keys if k in results]

@@ -311,3 +311,27 @@ def test_multilabel_accumulator_hand_computed():
     assert res['f1_c'] == 0.0
     assert res['f1_mean'] == pytest.approx(0.5)
     assert res['accuracy'] == pytest.approx(0.5)
+
+
+def test_roc_auc_against_pairwise_count():
+  rng = np.random.default_rng(5)
+  scores = np.round(rng.normal(size=60), 1)  # Rounded: many ties.
+  labels = rng.random(60) < 0.3
+  pos, neg = scores[labels], scores[~labels]
+  # Direct definition: P(pos > neg) + 0.5 P(pos == neg) over all pairs.
+  ref = ((pos[:, None] > neg[None]).sum() +
+         0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
+  assert metrics.roc_auc(scores, labels) == pytest.approx(ref, abs=1e-12)
+  assert metrics.roc_auc([0.1, 0.9], [False, True]) == 1.0
+  assert metrics.roc_auc([0.9, 0.1], [False, True]) == 0.0
+  assert np.isnan(metrics.roc_auc([0.3, 0.4], [True, True]))
+
+
+def test_multilabel_auc_mean_skips_undefined_classes():
+  acc = metrics.MultiLabelAccumulator()
+  probs = np.array([[[0.9, 0.2], [0.1, 0.3], [0.8, 0.1]]])
+  labels = np.array([[[1, 0], [0, 0], [1, 0]]], np.float64)
+  acc.update(probs, labels, np.ones((1, 3)), ['v'], np.arange(3)[None])
+  r = acc.result(('a', 'b'))
+  assert r['auc_a'] == 1.0 and np.isnan(r['auc_b'])
+  assert r['auc_mean'] == 1.0
