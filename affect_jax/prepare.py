@@ -2,7 +2,7 @@
 
   python -m affect_jax.prepare --dataset=synthetic_faces --data_dir=DIR
   python -m affect_jax.prepare --dataset=NAME --manual_dir=YOUR_COPY \
-      --data_dir=DIR
+      --data_dir=DIR   # NAME: realeyes, recola (see tfds_builders/)
 
 (The `tfds build` CLI imports TensorFlow; this goes through the TFDS Python
 API instead.) `--dataset` takes a builder name, optionally with its config
@@ -42,9 +42,8 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None):
   if name not in names:
     raise AffectJaxError(
         f'No builder for dataset {name!r} yet; available: {names}. The '
-        'builders for the public datasets (aff_wild, aff_wild2, recola, '
-        'afew_va, afew, affectnet, frame_list, realeyes) are being added '
-        '(issue #5).')
+        'builders for aff_wild, aff_wild2, afew_va, afew, affectnet and '
+        'frame_list are being added (issue #5).')
   data_dir = os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
                                 or '~/tensorflow_datasets')
   builder = tfds.builder(dataset, data_dir=data_dir)

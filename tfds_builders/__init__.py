@@ -4,6 +4,7 @@ import importlib
 
 # Every builder package; importing one registers its builder with TFDS.
 _BUILDERS = {
+    'realeyes': 'tfds_builders.realeyes',
     'synthetic_faces': 'tfds_builders.synthetic_faces',
 }
 

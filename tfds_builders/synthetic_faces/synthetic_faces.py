@@ -29,15 +29,14 @@ frames. Splits are by subject: nobody appears in two splits.
 """
 
 import dataclasses
-import io
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
+from tfds_builders import core
 from tfds_builders.synthetic_faces import faces
 
 _SPLITS = ('train', 'validation', 'test')
@@ -143,14 +142,6 @@ def video_rng(seed: int, subject_index: int,
   return np.random.default_rng([seed, 1, subject_index, video_index])
 
 
-def _text() -> tfds.features.Tensor:  # str or bytes, decoded as bytes.
-  return tfds.features.Tensor(shape=(), dtype=np.object_)
-
-
-def _scalar(dtype) -> tfds.features.Tensor:
-  return tfds.features.Tensor(shape=(), dtype=dtype)
-
-
 class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
   """Procedural face videos with valence, arousal and emotion labels."""
 
@@ -174,34 +165,14 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format, **kwargs)
     _check_config(self.builder_config)
-    # array_record (random access through `as_data_source`, no TensorFlow) is
-    # the default here instead of TFDS's tfrecord. A dataset already prepared
-    # on disk keeps the format it was written in.
-    if file_format is None and not (self.data_path /
-                                    'dataset_info.json').exists():
-      self.info.set_file_format(tfds.core.FileFormat.ARRAY_RECORD,
-                                override=True)
+    core.default_to_array_record(self, file_format)
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__.split('\n\n')[0] + ' ' + (c.description or ''),
-        features=tfds.features.FeaturesDict({
-            F.RECORD_IMAGE: _text(),  # JPEG bytes.
-            F.RECORD_VALENCE: _scalar(np.float32),
-            F.RECORD_AROUSAL: _scalar(np.float32),
-            F.RECORD_EMOTIONS: tfds.features.Tensor(
-                shape=(faces.NUM_EMOTIONS,), dtype=np.float32),
-            F.RECORD_LANDMARKS: tfds.features.Tensor(
-                shape=(F.NUM_LANDMARKS, 2), dtype=np.float32),
-            F.RECORD_BOX: tfds.features.Tensor(shape=(4,), dtype=np.float32),
-            F.RECORD_HAS_FACE: _scalar(np.bool_),
-            F.RECORD_TIME: _scalar(np.float32),
-            F.RECORD_FRAME_INDEX: _scalar(np.int32),
-            F.RECORD_VIDEO_ID: _text(),
-            F.RECORD_SUBJECT_ID: _text(),
-        }),
+        features=core.frame_features(faces.NUM_EMOTIONS),
         # Keys are (video << 32 | frame): with shuffling disabled TFDS writes
         # records in key order, i.e. sorted by video then frame, which the
         # input pipeline needs to cut windows of consecutive frames.
@@ -234,8 +205,8 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
       for i in range(c.frames_per_video):
         image, landmarks, box = faces.render_frame(subject, video, i,
                                                    c.frame_size)
-        yield (ordinal << 32) | i, {
-            F.RECORD_IMAGE: encode_jpeg(image, c.jpeg_quality),
+        yield core.record_key(ordinal, i), {
+            F.RECORD_IMAGE: core.encode_jpeg(image, c.jpeg_quality),
             F.RECORD_VALENCE: video.valence[i],
             F.RECORD_AROUSAL: video.arousal[i],
             F.RECORD_EMOTIONS: emotions[i],
@@ -247,12 +218,3 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
             F.RECORD_VIDEO_ID: vid,
             F.RECORD_SUBJECT_ID: subject_id(s),
         }
-
-
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-  """JPEG bytes of a uint8 [H, W, 3] image (deterministic)."""
-  buf = io.BytesIO()
-  # 4:4:4 chroma: at 32-64 pixels 4:2:0 would smear the lips into the skin.
-  Image.fromarray(image).save(buf, format='JPEG', quality=quality,
-                              subsampling=0)
-  return buf.getvalue()

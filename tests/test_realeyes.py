@@ -1,0 +1,180 @@
+"""End to end: synthetic videos in the RealEyes layout -> records -> pipeline."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from affect_jax import features as F
+from affect_jax import input_pipeline
+from affect_jax import prepare
+from affect_jax.errors import AffectJaxError
+from tfds_builders.core import video as video_lib
+from tfds_builders.realeyes import realeyes
+from tfds_builders.synthetic_faces import realeyes_layout
+
+NUM_SUBJECTS, FRAMES, FPS, H, W = 3, 20, 30.0, 120, 160
+BLANK = 's0000_v01'  # A second video of subject 0 with no face in it.
+
+
+def _write(root: str) -> str:
+  realeyes_layout.write_realeyes_layout(
+      root, num_subjects=NUM_SUBJECTS, frames_per_video=FRAMES, fps=FPS,
+      height=H, width=W)
+  grey = np.full((H, W, 3), 128, np.uint8)
+  video_lib.write_video(os.path.join(root, 'videos', f'{BLANK}.mp4'),
+                        (grey for _ in range(FRAMES)), FPS)
+  shutil.copy(os.path.join(root, 'labels', 's0000_v00.csv'),
+              os.path.join(root, 'labels', f'{BLANK}.csv'))
+  with open(os.path.join(root, 'subjects.csv'), 'a') as f:
+    f.write(f'{BLANK},s0000\n')
+  return root
+
+
+@pytest.fixture(scope='module')
+def manual_dir(tmp_path_factory):
+  return _write(str(tmp_path_factory.mktemp('realeyes_copy')))
+
+
+@pytest.fixture(scope='module')
+def built(manual_dir, tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp('realeyes_tfds'))
+  prepare.prepare('realeyes', data_dir, manual_dir)
+  cfg = ml_collections.ConfigDict(dict(
+      name='realeyes', builder_config=None, data_dir=data_dir,
+      build_if_missing=False))
+  return {s: input_pipeline.load_split(cfg, s)
+          for s in ('train', 'validation')}
+
+
+def _records(split):
+  return split.source.__getitems__(list(range(len(split.source))))
+
+
+def test_counts_and_subject_disjoint_splits(built):
+  expected = realeyes.split_subjects(
+      [f's{i:04d}' for i in range(NUM_SUBJECTS)], 0.2, 0.0)
+  assert {s: sorted(set(d.subject_ids)) for s, d in built.items()} == expected
+  assert not set(built['train'].subject_ids) & set(
+      built['validation'].subject_ids)
+  videos = [v for d in built.values() for v in d.video_ids]
+  assert sorted(videos) == sorted([BLANK] + [f's{i:04d}_v00'
+                                             for i in range(NUM_SUBJECTS)])
+  for d in built.values():
+    assert list(d.lengths) == [FRAMES] * len(d.video_ids)
+
+
+def test_labels_time_and_fields_match_the_written_files(built):
+  labels = realeyes_layout.labels_of(NUM_SUBJECTS, 1, FRAMES, FPS)
+  labels[BLANK] = labels['s0000_v00']
+  for d in built.values():
+    records = _records(d)
+    for start, vid in zip(d.starts, d.video_ids):
+      for i in (0, 7, FRAMES - 1):
+        r = records[start + i]
+        assert int(r[F.RECORD_FRAME_INDEX]) == i
+        assert r[F.RECORD_TIME] == pytest.approx(i / FPS, abs=1e-4)
+        np.testing.assert_array_equal(r[F.RECORD_EMOTIONS], labels[vid][i])
+      np.testing.assert_array_equal(d.emotions[start:start + FRAMES],
+                                    labels[vid])
+    assert np.isnan(d.valence).all() and np.isnan(d.arousal).all()
+    assert input_pipeline._decode_jpeg(records[0][F.RECORD_IMAGE]).shape == (
+        170, 170, 3)
+
+
+def test_has_face_flags_and_boxes(built):
+  records = {}
+  for d in built.values():
+    for start, vid in zip(d.starts, d.video_ids):
+      records[vid] = _records(d)[start:start + FRAMES]
+  blank = records.pop(BLANK)
+  assert not any(bool(r[F.RECORD_HAS_FACE]) for r in blank)
+  assert all(not r[F.RECORD_BOX].any() for r in blank)
+  faces = [r for rs in records.values() for r in rs
+           if bool(r[F.RECORD_HAS_FACE])]
+  assert faces  # Haar finds the cartoon face in some frames.
+  for r in faces:
+    y0, x0, y1, x1 = r[F.RECORD_BOX]
+    # The crop has a 0.2 margin around the box on each side.
+    assert 0.1 < y0 < y1 < 0.9 and 0.1 < x0 < x1 < 0.9
+
+
+def _build_error(root, tmp_path, **config):
+  builder = realeyes.RealEyes(
+      data_dir=str(tmp_path / 'out'),
+      config=realeyes.RealEyesConfig(name='t', detector='none', image_size=32,
+                                     **config))
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=root))
+  return builder
+
+
+def test_truncated_video_names_the_file(manual_dir, tmp_path):
+  root = shutil.copytree(manual_dir, tmp_path / 'copy')
+  path = root / 'videos' / 's0001_v00.mp4'
+  path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  with pytest.raises(AffectJaxError, match='s0001_v00.mp4'):
+    _build_error(str(root), tmp_path)
+
+
+def test_wrong_label_header_names_file_and_line(manual_dir, tmp_path):
+  root = shutil.copytree(manual_dir, tmp_path / 'copy')
+  path = root / 'labels' / 's0002_v00.csv'
+  path.write_text(path.read_text().replace('happy', 'joy', 1))
+  with pytest.raises(AffectJaxError, match=r's0002_v00.csv line 1'):
+    _build_error(str(root), tmp_path)
+
+
+def test_missing_video_names_the_file(manual_dir, tmp_path):
+  root = shutil.copytree(manual_dir, tmp_path / 'copy')
+  (root / 'videos' / 's0001_v00.mp4').unlink()
+  with pytest.raises(AffectJaxError, match=r'videos/s0001_v00.mp4 is missing'):
+    _build_error(str(root), tmp_path)
+
+
+def test_missing_label_rows_error_or_skip(manual_dir, tmp_path):
+  root = shutil.copytree(manual_dir, tmp_path / 'copy')
+  path = root / 'labels' / 's0001_v00.csv'
+  lines = path.read_text().splitlines()
+  del lines[5 + 1]  # The row of frame 5.
+  path.write_text('\n'.join(lines) + '\n')
+  with pytest.raises(AffectJaxError,
+                     match=r's0001_v00.csv has no row for frame 5 .*line 7'):
+    _build_error(str(root), tmp_path / 'a')
+  builder = _build_error(str(root), tmp_path / 'b', missing_labels='skip')
+  source = builder.as_data_source('train')
+  frames = [int(r[F.RECORD_FRAME_INDEX]) for r in source.__getitems__(
+      list(range(len(source)))) if r[F.RECORD_VIDEO_ID] == b's0001_v00']
+  assert frames == [i for i in range(FRAMES) if i != 5]
+
+
+def test_split_by_subject_hash_is_stable_and_proportional():
+  subjects = [f'p{i}' for i in range(50)]
+  split = realeyes.split_subjects(subjects, 0.2, 0.1)
+  assert {k: len(v) for k, v in split.items()} == dict(
+      train=35, validation=10, test=5)
+  assert split == realeyes.split_subjects(subjects[::-1], 0.2, 0.1)
+  with pytest.raises(AffectJaxError, match='leave some subjects for train'):
+    realeyes.split_subjects(subjects, 0.6, 0.4)
+
+
+def test_prepare_command_line(manual_dir, built, tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.prepare',
+       '--dataset=realeyes/whole_frame', f'--manual_dir={manual_dir}',
+       f'--data_dir={tmp_path}'], capture_output=True, text=True, timeout=120,
+      check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  counts = {s: len(d.source) for s, d in built.items()}
+  assert (f"validation={counts['validation']}" in result.stdout and
+          f"train={counts['train']}" in result.stdout)
+  bad = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.prepare', '--dataset=realeyes',
+       f'--manual_dir={tmp_path / "nope"}', f'--data_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert bad.returncode == 2 and 'is not a folder' in bad.stderr

@@ -1,0 +1,15 @@
+"""What every builder shares: decoding, face crops, records, the base builder."""
+
+from tfds_builders.core.builder import default_to_array_record
+from tfds_builders.core.builder import encode_jpeg
+from tfds_builders.core.builder import frame_features
+from tfds_builders.core.builder import FrameLabels
+from tfds_builders.core.builder import record_key
+from tfds_builders.core.builder import VideoFrameBuilder
+from tfds_builders.core.builder import VideoFrameConfig
+from tfds_builders.core.builder import VideoSpec
+from tfds_builders.core.face import crop_face
+from tfds_builders.core.face import FaceTracker
+from tfds_builders.core.face import make_detector
+from tfds_builders.core.video import iter_frames
+from tfds_builders.core.video import write_video

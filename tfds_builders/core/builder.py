@@ -1,0 +1,265 @@
+"""Per-frame records shared by every builder, and the base video builder.
+
+A dataset builder subclasses `VideoFrameBuilder` and writes only its parser:
+
+  class MyData(VideoFrameBuilder):
+    EMOTION_NAMES = ('neutral', 'happy')
+    def _videos(self, manual_dir) -> dict[str, list[VideoSpec]]:
+      ...  # {'train': [VideoSpec(video_id, subject_id, path, labels), ..]}
+
+The base class decodes each video (PyAV), finds and crops the face, encodes
+the crop as JPEG and yields one record per frame keyed by
+`record_key(video_ordinal, frame_index)`, with shuffling disabled so that
+records are stored sorted by (video, frame) as the input pipeline expects.
+"""
+
+import abc
+import dataclasses
+import io
+import math
+import os
+from typing import Callable, Iterator
+
+from absl import logging
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from affect_jax import features as F
+from affect_jax.errors import AffectJaxError
+from tfds_builders.core import face
+from tfds_builders.core import video as video_lib
+
+
+def frame_features(num_emotions: int) -> tfds.features.FeaturesDict:
+  """The per-frame record of every builder (affect_jax.features.RECORD_*)."""
+
+  def scalar(dtype):
+    return tfds.features.Tensor(shape=(), dtype=dtype)
+
+  text = scalar(np.object_)  # str or bytes, read back as bytes.
+  return tfds.features.FeaturesDict({
+      F.RECORD_IMAGE: scalar(np.object_),  # JPEG bytes.
+      F.RECORD_VALENCE: scalar(np.float32),
+      F.RECORD_AROUSAL: scalar(np.float32),
+      F.RECORD_EMOTIONS: tfds.features.Tensor(shape=(num_emotions,),
+                                              dtype=np.float32),
+      F.RECORD_LANDMARKS: tfds.features.Tensor(shape=(F.NUM_LANDMARKS, 2),
+                                               dtype=np.float32),
+      F.RECORD_BOX: tfds.features.Tensor(shape=(4,), dtype=np.float32),
+      F.RECORD_HAS_FACE: scalar(np.bool_),
+      F.RECORD_TIME: scalar(np.float32),
+      F.RECORD_FRAME_INDEX: scalar(np.int32),
+      F.RECORD_VIDEO_ID: text,
+      F.RECORD_SUBJECT_ID: text,
+  })
+
+
+def record_key(video_ordinal: int, frame_index: int) -> int:
+  """(video_ordinal << 32) | frame_index: TFDS stores records in key order."""
+  if not (0 <= video_ordinal < 2**31 and 0 <= frame_index < 2**32):
+    raise AffectJaxError(
+        f'Video {video_ordinal} / frame {frame_index} do not fit the '
+        '(video << 32 | frame) record keys; split the dataset.')
+  return (video_ordinal << 32) | frame_index
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+  """JPEG bytes of a uint8 [H, W, 3] image (deterministic)."""
+  buf = io.BytesIO()
+  # 4:4:4 chroma: at 32-64 pixels 4:2:0 would smear the lips into the skin.
+  Image.fromarray(image).save(buf, format='JPEG', quality=quality,
+                              subsampling=0)
+  return buf.getvalue()
+
+
+def default_to_array_record(builder: tfds.core.DatasetBuilder,
+                            file_format) -> None:
+  """Makes array_record (random access, no TensorFlow) the default format.
+
+  Call from `__init__` after `super().__init__`. A dataset already prepared
+  on disk keeps the format it was written in.
+  """
+  if file_format is None and not (builder.data_path /
+                                  'dataset_info.json').exists():
+    builder.info.set_file_format(tfds.core.FileFormat.ARRAY_RECORD,
+                                 override=True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrameLabels:
+  """Labels (and optional shipped geometry) of one frame.
+
+  Attributes:
+    valence, arousal: in [-1, 1]; NaN where unlabelled.
+    emotions: float32 [C] multi-hot, or None for all zeros.
+    box: (ymin, xmin, ymax, xmax) frame pixels the dataset ships, or None.
+    landmarks: float32 [68, 2] (x, y) frame pixels the dataset ships, or None.
+  """
+  valence: float = math.nan
+  arousal: float = math.nan
+  emotions: np.ndarray | None = None
+  box: np.ndarray | None = None
+  landmarks: np.ndarray | None = None
+
+
+# (frame index, frame time in seconds) -> labels, or None to drop the frame.
+LabelLookup = Callable[[int, float], FrameLabels | None]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VideoSpec:
+  """One video of a split, as a parser found it.
+
+  Attributes:
+    video_id: unique within the dataset; records are sorted by it.
+    subject_id: the person (splits never share one).
+    path: the video file.
+    labels: label lookup per decoded frame.
+    done: optional check called with the number of decoded frames (e.g. to
+      warn that the label file is longer than the video).
+  """
+  video_id: str
+  subject_id: str
+  path: str
+  labels: LabelLookup
+  done: Callable[[int], None] | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class VideoFrameConfig(tfds.core.BuilderConfig):
+  """How frames become face crops; shared by every video builder.
+
+  Attributes:
+    detector: 'haar' (OpenCV, default), 'dlib' (if installed) or 'none' (the
+      whole frame, or the box the dataset ships).
+    image_size: side of the stored square crops, pixels.
+    margin: context around the face box on each side, fraction of its side.
+    max_gap: frames after a detection for which a missed face reuses the
+      last box for the crop (has_face stays False).
+    jpeg_quality: of the stored crops.
+  """
+  detector: str = 'haar'
+  # tzirakis2019 resizes face crops to 170 and random-crops 150 for training.
+  image_size: int = 170
+  margin: float = 0.2
+  max_gap: int = 5
+  jpeg_quality: int = 90
+
+
+class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base of the builders that read videos from `manual_dir`.
+
+  Subclasses set VERSION, BUILDER_CONFIGS (of a `VideoFrameConfig` subclass),
+  EMOTION_NAMES and MANUAL_DOWNLOAD_INSTRUCTIONS, and implement `_videos`.
+  """
+
+  EMOTION_NAMES: tuple[str, ...] = ()
+  FPS: float | None = None  # Nominal, for the metadata only.
+
+  def __init__(self, *, file_format=None, **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    c = self.builder_config
+    if c.image_size < 16 or not 0 <= c.margin <= 2 or c.max_gap < 0:
+      raise AffectJaxError(
+          f'{self.name} config {c.name!r}: image_size={c.image_size} (>= 16), '
+          f'margin={c.margin} (0..2) or max_gap={c.max_gap} (>= 0) out of '
+          'range.')
+    if c.detector not in face.DETECTORS:
+      raise AffectJaxError(f'{self.name} config {c.name!r}: unknown detector '
+                           f'{c.detector!r}; use one of {face.DETECTORS}.')
+    default_to_array_record(self, file_format)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    c = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(self.__doc__ or '').split('\n\n')[0],
+        features=frame_features(len(self.EMOTION_NAMES)),
+        # Keys are (video << 32 | frame): with shuffling disabled TFDS writes
+        # records in key order, i.e. sorted by video then frame.
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(
+            emotion_names=list(self.EMOTION_NAMES),
+            image_size=int(c.image_size),
+            detector=c.detector,
+            margin=float(c.margin),
+            fps=self.FPS,
+        ),
+    )
+
+  # Abstract: TFDS registers only concrete builders.
+  @abc.abstractmethod
+  def _videos(self, manual_dir: str) -> dict[str, list[VideoSpec]]:
+    """Parses the dataset's layout: {split: [VideoSpec, ...]}."""
+
+  def _split_generators(self, dl_manager):
+    try:
+      manual_dir = str(dl_manager.manual_dir)
+    except AssertionError as e:  # TFDS asserts that the folder exists.
+      raise AffectJaxError(
+          f'{self.name} needs your copy of the dataset: pass --manual_dir '
+          '(python -m affect_jax.prepare --dataset=... --manual_dir=DIR).'
+      ) from e
+    if not os.path.isdir(manual_dir):
+      raise AffectJaxError(f'manual_dir {manual_dir} is not a folder; point '
+                           f'it at your copy of {self.name}.')
+    face.make_detector(self.builder_config.detector)  # Fail before decoding.
+    splits = self._videos(manual_dir)
+    for split, videos in splits.items():
+      ids = [v.video_id for v in videos]
+      if len(set(ids)) != len(ids):
+        raise AffectJaxError(f'{self.name}: split {split!r} lists a video id '
+                             f'twice; make the ids in {manual_dir} unique.')
+    return {split: self._generate_examples(videos)
+            for split, videos in splits.items() if videos}
+
+  def _generate_examples(
+      self, videos: list[VideoSpec]) -> Iterator[tuple[int, dict]]:
+    """Yields (record_key, record) for each kept frame of each video."""
+    for ordinal, spec in enumerate(sorted(videos, key=lambda v: v.video_id)):
+      yield from video_records(spec, ordinal, self.builder_config,
+                               len(self.EMOTION_NAMES))
+
+
+def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
+                  num_emotions: int) -> Iterator[tuple[int, dict]]:
+  """Decodes one video into keyed per-frame records (see VideoFrameBuilder)."""
+  tracker = face.FaceTracker(face.make_detector(config.detector),
+                             config.max_gap)
+  no_emotions = np.zeros(num_emotions, np.float32)
+  no_landmarks = np.zeros((F.NUM_LANDMARKS, 2), np.float32)
+  num_frames = kept = 0
+  for frame in video_lib.iter_frames(spec.path):
+    num_frames += 1
+    labels = spec.labels(frame.index, frame.time)
+    if labels is None:
+      continue
+    box, has_face = tracker(frame.image, labels.box)
+    crop = face.crop_face(frame.image, box, config.image_size,
+                          config.margin if box is not None else 0.0)
+    landmarks = (no_landmarks if labels.landmarks is None else
+                 crop.to_crop(labels.landmarks))
+    emotions = (no_emotions if labels.emotions is None else
+                np.asarray(labels.emotions, np.float32))
+    kept += 1
+    yield record_key(ordinal, frame.index), {
+        F.RECORD_IMAGE: encode_jpeg(crop.image, config.jpeg_quality),
+        F.RECORD_VALENCE: np.float32(labels.valence),
+        F.RECORD_AROUSAL: np.float32(labels.arousal),
+        F.RECORD_EMOTIONS: emotions,
+        F.RECORD_LANDMARKS: landmarks,
+        # Zeros where no face was found: the crop is then the whole frame.
+        F.RECORD_BOX: (crop.box_to_crop(box) if box is not None else
+                       np.zeros(4, np.float32)),
+        F.RECORD_HAS_FACE: bool(has_face),
+        F.RECORD_TIME: np.float32(frame.time),
+        F.RECORD_FRAME_INDEX: np.int32(frame.index),
+        F.RECORD_VIDEO_ID: spec.video_id,
+        F.RECORD_SUBJECT_ID: spec.subject_id,
+    }
+  if spec.done is not None:
+    spec.done(num_frames)
+  if kept < num_frames:
+    logging.warning('%s: kept %d of %d frames (the others have no label).',
+                    spec.path, kept, num_frames)

@@ -1,0 +1,105 @@
+"""Video decoding and encoding with PyAV, one frame at a time.
+
+  for frame in iter_frames('clip.mp4'):
+    frame.index, frame.time, frame.image  # int, seconds, uint8 [H, W, 3]
+
+Frames are streamed: a five-minute 640x480 video is never held in memory.
+"""
+
+import dataclasses
+import os
+from typing import Iterable, Iterator
+
+import av
+import numpy as np
+
+from affect_jax.errors import AffectJaxError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Frame:
+  """One decoded frame.
+
+  Attributes:
+    index: 0-based position in decode (presentation) order.
+    time: presentation time in seconds from the start of the stream.
+    image: uint8 [H, W, 3] RGB.
+  """
+  index: int
+  time: float
+  image: np.ndarray
+
+
+def iter_frames(path: str) -> Iterator[Frame]:
+  """Yields the frames of the first video stream of `path`.
+
+  Times are the container's presentation timestamps (not index / fps), so a
+  variable-frame-rate video still lines up with time-stamped labels.
+
+  Raises:
+    AffectJaxError: the file is missing, not a video, or corrupt (truncated
+      downloads typically fail here), naming the file.
+  """
+  if not os.path.isfile(path):
+    raise AffectJaxError(f'Video {path} does not exist; check --manual_dir '
+                         'and the layout in DATA_FORMATS.md.')
+  try:
+    container = av.open(path)
+  except (av.error.FFmpegError, OSError) as e:
+    raise AffectJaxError(
+        f'Cannot open video {path}: {e}. The file is corrupt or truncated '
+        '(re-copy or re-download it) or not a video.') from e
+  index = -1
+  with container:
+    if not container.streams.video:
+      raise AffectJaxError(f'{path} has no video stream; replace the file.')
+    stream = container.streams.video[0]
+    # Frame-level threads: several times faster on multi-core machines.
+    stream.thread_type = 'AUTO'
+    start = stream.start_time or 0
+    base = stream.time_base
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    try:
+      for index, frame in enumerate(container.decode(stream)):
+        if frame.pts is not None and base is not None:
+          t = float((frame.pts - start) * base)
+        else:  # Raw streams without timestamps: fall back to the frame rate.
+          t = index / rate
+        yield Frame(index, t, frame.to_ndarray(format='rgb24'))
+    except av.error.FFmpegError as e:
+      raise AffectJaxError(
+          f'Decoding video {path} failed after {index + 1} frames: {e}. The '
+          'file is corrupt or truncated; re-copy or re-download it.') from e
+  if index < 0:
+    raise AffectJaxError(f'Video {path} has no decodable frames; the file is '
+                         'corrupt or truncated, re-copy or re-download it.')
+
+
+def write_video(path: str, images: Iterable[np.ndarray], fps: float,
+                codec: str = 'libx264', quality: int = 23) -> int:
+  """Encodes uint8 [H, W, 3] RGB images (even H and W) to `path`; returns count.
+
+  Args:
+    path: output file (.mp4).
+    images: frames, consumed one at a time.
+    fps: frame rate; timestamps are exactly i / fps.
+    codec: an FFmpeg encoder in PyAV's build ('libx264', 'mpeg4').
+    quality: x264 CRF (lower = better).
+  """
+  from fractions import Fraction  # pylint: disable=g-import-not-at-top
+  rate = Fraction(fps).limit_denominator(1001)
+  n = 0
+  with av.open(path, mode='w') as container:
+    stream = container.add_stream(codec, rate=rate)
+    stream.pix_fmt = 'yuv420p'
+    if codec == 'libx264':
+      stream.options = {'crf': str(quality), 'preset': 'veryfast'}
+    for image in images:
+      if n == 0:
+        stream.height, stream.width = image.shape[:2]
+      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image),
+                                         format='rgb24')
+      container.mux(stream.encode(frame))
+      n += 1
+    container.mux(stream.encode())
+  return n

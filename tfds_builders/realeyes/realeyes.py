@@ -1,0 +1,210 @@
+"""TFDS builder of RealEyes-format emotion videos (tzirakis2019).
+
+Layout of `manual_dir` (DATA_FORMATS.md; the synthetic dataset is written in
+it by `python -m tfds_builders.synthetic_faces.realeyes_layout OUT_DIR`):
+
+  videos/<video_id>.mp4
+  subjects.csv            video_id,subject_id
+  labels/<video_id>.csv   frame,neutral,happy,surprise,disgust,contempt,
+                          confusion,empathy,other   (0/1 per frame)
+
+  python -m affect_jax.prepare --dataset=realeyes --manual_dir=DIR \
+      --data_dir=OUT
+
+Splits are by subject, never by video: subjects are ranked by a hash of their
+id (sha256, so the split is the same on every machine and does not depend on
+file order) and the first `round(validation_fraction * n)` go to
+'validation', the next `round(test_fraction * n)` to 'test' (default 0: the
+RealEyes protocol is 80/20 train/validation), the rest to 'train'. Each
+non-zero fraction gets at least one subject. Labels are matched to decoded
+frames by frame index; valence and arousal are NaN (the layout has none).
+"""
+
+import csv
+import dataclasses
+import hashlib
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+from affect_jax import features as F
+from affect_jax.errors import AffectJaxError
+from tfds_builders import core
+
+_HEADER = ('frame',) + F.REALEYES_EMOTIONS
+
+
+@dataclasses.dataclass(eq=False)
+class RealEyesConfig(core.VideoFrameConfig):
+  """Split fractions and label handling on top of the face-crop settings.
+
+  Attributes:
+    validation_fraction, test_fraction: of the subjects (see module doc).
+    missing_labels: 'error' (default) raises when a decoded frame has no
+      label row; 'skip' drops such frames with a warning.
+  """
+  validation_fraction: float = 0.2
+  test_fraction: float = 0.0
+  missing_labels: str = 'error'
+
+
+def split_subjects(subjects: list[str], validation_fraction: float,
+                   test_fraction: float) -> dict[str, list[str]]:
+  """{'train': [...], 'validation': [...], ('test': [...])} of subject ids."""
+  if (validation_fraction < 0 or test_fraction < 0 or
+      validation_fraction + test_fraction >= 1):
+    raise AffectJaxError(
+        f'realeyes: validation_fraction={validation_fraction} and '
+        f'test_fraction={test_fraction} must be >= 0 and leave some subjects '
+        'for train.')
+  ranked = sorted(set(subjects),
+                  key=lambda s: (hashlib.sha256(s.encode()).hexdigest(), s))
+  n = len(ranked)
+
+  def count(fraction):  # Round half up; a non-zero fraction gets >= 1.
+    return max(1, int(np.floor(fraction * n + 0.5))) if fraction > 0 else 0
+
+  n_val, n_test = count(validation_fraction), count(test_fraction)
+  if n - n_val - n_test < 1:
+    raise AffectJaxError(
+        f'realeyes: {n} subjects cannot fill train plus {n_val} validation '
+        f'and {n_test} test subjects; add subjects or lower the fractions.')
+  out = {'validation': ranked[:n_val],
+         'test': ranked[n_val:n_val + n_test],
+         'train': ranked[n_val + n_test:]}
+  return {k: sorted(v) for k, v in out.items() if v}
+
+
+def read_subjects(path: str) -> dict[str, str]:
+  """subjects.csv -> {video_id: subject_id}."""
+  if not os.path.isfile(path):
+    raise AffectJaxError(f'{path} is missing; the RealEyes layout needs a '
+                         'subjects.csv with the header video_id,subject_id.')
+  with open(path, newline='', encoding='utf-8') as f:
+    rows = list(csv.reader(f))
+  if not rows or [c.strip() for c in rows[0]] != ['video_id', 'subject_id']:
+    raise AffectJaxError(f'{path} line 1: header must be '
+                         f'"video_id,subject_id", got {rows[:1]}.')
+  out = {}
+  for line, row in enumerate(rows[1:], start=2):
+    if not row:
+      continue
+    if len(row) != 2 or not row[0].strip() or not row[1].strip():
+      raise AffectJaxError(f'{path} line {line}: expected "video_id,"'
+                           f'"subject_id", got {row}.')
+    vid = row[0].strip()
+    if vid in out:
+      raise AffectJaxError(f'{path} line {line}: video {vid!r} listed twice.')
+    out[vid] = row[1].strip()
+  if not out:
+    raise AffectJaxError(f'{path} lists no videos.')
+  return out
+
+
+def read_labels(path: str) -> dict[int, np.ndarray]:
+  """labels/<video_id>.csv -> {frame: float32 [8] multi-hot}."""
+  if not os.path.isfile(path):
+    raise AffectJaxError(f'Label file {path} is missing; every video needs '
+                         'labels/<video_id>.csv (DATA_FORMATS.md).')
+  with open(path, newline='', encoding='utf-8') as f:
+    rows = list(csv.reader(f))
+  header = tuple(c.strip().lower() for c in rows[0]) if rows else ()
+  if header != _HEADER:
+    raise AffectJaxError(f'{path} line 1: header must be '
+                         f'"{",".join(_HEADER)}", got "{",".join(header)}".')
+  out = {}
+  for line, row in enumerate(rows[1:], start=2):
+    if not row:
+      continue
+    try:
+      if len(row) != len(_HEADER):
+        raise ValueError(f'{len(row)} columns instead of {len(_HEADER)}')
+      frame = int(row[0])
+      values = np.array([int(v) for v in row[1:]], np.float32)
+      if frame < 0 or not np.all((values == 0) | (values == 1)):
+        raise ValueError('frame must be >= 0 and emotions 0 or 1')
+    except ValueError as e:
+      raise AffectJaxError(f'{path} line {line}: {e} in {row}; fix the row.'
+                           ) from None
+    if frame in out:
+      raise AffectJaxError(f'{path} line {line}: frame {frame} appears twice.')
+    out[frame] = values
+  return out
+
+
+def _lookup(path: str, labels: dict[int, np.ndarray], skip: bool):
+  """Label lookup by frame index for one video (see core.LabelLookup)."""
+
+  def labels_of(index: int, time: float) -> core.FrameLabels | None:
+    del time  # RealEyes labels are per frame index.
+    emotions = labels.get(index)
+    if emotions is None:
+      if skip:
+        return None
+      line = sum(f < index for f in labels) + 2
+      raise AffectJaxError(
+          f'{path} has no row for frame {index} (expected at line {line}); '
+          'add the row, or build with missing_labels="skip" to drop frames '
+          'without labels.')
+    return core.FrameLabels(emotions=emotions)
+
+  def done(num_frames: int) -> None:
+    extra = sum(f >= num_frames for f in labels)
+    if extra:
+      logging.warning('%s has %d rows past the video\'s last frame %d.', path,
+                      extra, num_frames - 1)
+
+  return labels_of, done
+
+
+class RealEyes(core.VideoFrameBuilder):
+  """RealEyes-format videos with per-frame multi-label emotions."""
+
+  name = 'realeyes'  # Not TFDS's default 'real_eyes', as in the docs.
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  EMOTION_NAMES = F.REALEYES_EMOTIONS
+  FPS = 30.0
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      'Put videos/<video_id>.mp4, subjects.csv and labels/<video_id>.csv '
+      '(DATA_FORMATS.md) in manual_dir.')
+  BUILDER_CONFIGS = [
+      RealEyesConfig(name='default',
+                     description='Haar face crops, 170x170, 80/20 by subject.'),
+      RealEyesConfig(name='whole_frame', detector='none',
+                     description='Whole frames, 170x170, 80/20 by subject.'),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = 'default'
+
+  def _videos(self, manual_dir: str) -> dict[str, list[core.VideoSpec]]:
+    c = self.builder_config
+    if c.missing_labels not in ('error', 'skip'):
+      raise AffectJaxError(f'realeyes config {c.name!r}: missing_labels='
+                           f'{c.missing_labels!r}; use "error" or "skip".')
+    subjects = read_subjects(os.path.join(manual_dir, 'subjects.csv'))
+    video_dir = os.path.join(manual_dir, 'videos')
+    if os.path.isdir(video_dir):
+      unlisted = sorted(
+          f for f in os.listdir(video_dir)
+          if f.endswith('.mp4') and f[:-4] not in subjects)
+      if unlisted:
+        logging.warning('%d videos in %s are not in subjects.csv and are '
+                        'skipped, e.g. %s.', len(unlisted), video_dir,
+                        unlisted[:3])
+    specs = {}
+    for vid, subject in subjects.items():
+      path = os.path.join(video_dir, f'{vid}.mp4')
+      if not os.path.isfile(path):
+        raise AffectJaxError(
+            f'{path} is missing but subjects.csv lists video {vid!r}; copy '
+            'the video or remove its row from subjects.csv.')
+      label_path = os.path.join(manual_dir, 'labels', f'{vid}.csv')
+      labels, done = _lookup(label_path, read_labels(label_path),
+                             c.missing_labels == 'skip')
+      specs[vid] = core.VideoSpec(vid, subject, path, labels, done)
+    split = split_subjects(list(subjects.values()), c.validation_fraction,
+                           c.test_fraction)
+    return {name: [s for s in specs.values() if s.subject_id in set(members)]
+            for name, members in split.items()}
