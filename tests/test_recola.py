@@ -1,0 +1,169 @@
+"""RECOLA (AVEC 2016 layout) builder on a tiny generated copy."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from affect_jax import features as F
+from affect_jax import input_pipeline
+from affect_jax.errors import AffectJaxError
+from tfds_builders.core import video as video_lib
+from tfds_builders.recola import recola
+
+# Recording -> (fps, frames). train_2 runs at 50 fps so that every other frame
+# falls half-way between two 40 ms label rows.
+VIDEOS = {'train_1': (25, 10), 'train_2': (50, 20), 'dev_1': (25, 10)}
+ROWS = 11  # 0.00 .. 0.40 s.
+
+
+def _gold(rec: str, dim: str) -> np.ndarray:
+  """The rating written for row r: distinct per recording and dimension."""
+  base = {'train_1': 0.1, 'train_2': -0.3, 'dev_1': 0.5, 'test_1': 0.0}[rec]
+  return (base + (0.01 if dim == 'arousal' else -0.02) *
+          np.arange(ROWS)).round(6)
+
+
+def _write_arff(path, rec, values):
+  lines = ['@relation GOLDSTANDARD', '@attribute Instance_name string',
+           '@attribute frameTime numeric', '@attribute GoldStandard numeric',
+           '@data']
+  lines += [f'{rec},{r * 0.04:.2f},{v:.6f}' for r, v in enumerate(values)]
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def _write_copy(root, videos=VIDEOS, labelled=VIDEOS):
+  os.makedirs(os.path.join(root, 'recordings_video'), exist_ok=True)
+  for dim in ('arousal', 'valence'):
+    os.makedirs(os.path.join(root, 'ratings_gold_standard', dim),
+                exist_ok=True)
+  for rec, (fps, n) in videos.items():
+    rng = np.random.default_rng(len(rec))
+    video_lib.write_video(
+        os.path.join(root, 'recordings_video', f'{rec}.mp4'),
+        (rng.integers(0, 255, (48, 64, 3), np.uint8) for _ in range(n)), fps)
+  for rec in labelled:
+    for dim in ('arousal', 'valence'):
+      _write_arff(os.path.join(root, 'ratings_gold_standard', dim,
+                               f'{rec}.arff'), rec, _gold(rec, dim))
+  return root
+
+
+@pytest.fixture(scope='module')
+def copy_dir(tmp_path_factory):
+  return _write_copy(str(tmp_path_factory.mktemp('recola_copy')))
+
+
+def _build(root, out, **config):
+  builder = recola.Recola(
+      data_dir=str(out), config=recola.RecolaConfig(
+          name='t', detector='none', image_size=32, **config))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+  return builder
+
+
+@pytest.fixture(scope='module')
+def built(copy_dir, tmp_path_factory):
+  builder = _build(copy_dir, tmp_path_factory.mktemp('recola_tfds'))
+  return builder, {
+      s: input_pipeline.index_split(builder.as_data_source(s), s, ())
+      for s in builder.info.splits}
+
+
+def test_splits_map_train_and_dev(built):
+  builder, splits = built
+  assert sorted(builder.info.splits) == ['train', 'validation']
+  assert splits['train'].video_ids == ['train_1', 'train_2']
+  assert splits['validation'].video_ids == ['dev_1']
+  assert list(splits['train'].lengths) == [10, 20]
+  # Each recording is its own subject.
+  assert splits['validation'].subject_ids == ['dev_1']
+  assert splits['train'].emotions.shape == (30, 0)
+
+
+def test_labels_matched_by_time(built):
+  _, splits = built
+  train = splits['train']
+  for name, split in (('train_1', train), ('dev_1', splits['validation'])):
+    start = split.starts[split.video_ids.index(name)]
+    for i in (0, 3, 9):  # 25 fps: frame i is exactly row i.
+      assert split.arousal[start + i] == pytest.approx(
+          _gold(name, 'arousal')[i], abs=1e-6)
+      assert split.valence[start + i] == pytest.approx(
+          _gold(name, 'valence')[i], abs=1e-6)
+  # 50 fps: even frames sit on row i / 2, odd frames half-way -> the mean.
+  start = train.starts[1]
+  a = _gold('train_2', 'arousal')
+  assert train.arousal[start + 4] == pytest.approx(a[2], abs=1e-6)
+  assert train.arousal[start + 5] == pytest.approx((a[2] + a[3]) / 2,
+                                                   abs=1e-6)
+  r = train.source[int(start + 5)]
+  assert r[F.RECORD_TIME] == pytest.approx(0.1, abs=1e-5)
+  assert bool(r[F.RECORD_HAS_FACE])  # detector 'none': the whole frame.
+
+
+def test_match_by_time_nearest_and_ties():
+  gold = recola.GoldStandard('x.arff', np.arange(3) * 0.04,
+                             np.array([0., 1., 3.], np.float32), 8)
+  assert recola.match_by_time(gold, 0.015) == 0.0
+  assert recola.match_by_time(gold, 0.025) == 1.0
+  assert recola.match_by_time(gold, 0.06) == 2.0  # Tie: mean of 1 and 3.
+  assert recola.match_by_time(gold, 0.5) == 3.0
+
+
+def test_test_split_only_with_labels(tmp_path):
+  videos = {'train_1': (25, 4), 'test_1': (25, 4)}
+  root = _write_copy(str(tmp_path / 'a'), videos, labelled=['train_1'])
+  assert sorted(_build(root, tmp_path / 'oa').info.splits) == ['train']
+  root = _write_copy(str(tmp_path / 'b'), videos, labelled=videos)
+  assert sorted(_build(root, tmp_path / 'ob').info.splits) == ['test',
+                                                               'train']
+
+
+def _corrupt(copy_dir, tmp_path, rec, dim, edit):
+  root = shutil.copytree(copy_dir, tmp_path / 'copy')
+  path = root / 'ratings_gold_standard' / dim / f'{rec}.arff'
+  path.write_text(edit(path.read_text()))
+  return root, str(path)
+
+
+def test_wrong_header_names_file_and_line(copy_dir, tmp_path):
+  root, path = _corrupt(copy_dir, tmp_path, 'dev_1', 'valence',
+                        lambda s: s.replace('frameTime', 'time'))
+  with pytest.raises(AffectJaxError, match=f'{path} line 3: expected'):
+    _build(root, tmp_path / 'out')
+
+
+def test_missing_row_names_file_and_line(copy_dir, tmp_path):
+  def drop_row(text):
+    lines = text.splitlines()
+    del lines[5 + 3]  # Header is 5 lines; drop the row of 0.12 s.
+    return '\n'.join(lines)
+  root, path = _corrupt(copy_dir, tmp_path, 'train_1', 'arousal', drop_row)
+  with pytest.raises(AffectJaxError,
+                     match=f'{path} line 9: frameTime 0.16 instead of 0.12'):
+    _build(root, tmp_path / 'out')
+
+
+def test_truncated_arff_is_an_error(copy_dir, tmp_path):
+  def truncate(text):
+    return '\n'.join(text.splitlines()[:5 + 6])  # Rows up to 0.20 s.
+  root, path = _corrupt(copy_dir, tmp_path, 'dev_1', 'arousal', truncate)
+  # Arousal and valence disagree in length.
+  with pytest.raises(AffectJaxError, match=f'{path} has 6 rows'):
+    _build(root, tmp_path / 'out')
+  valence = root / 'ratings_gold_standard' / 'valence' / 'dev_1.arff'
+  valence.write_text(truncate(valence.read_text()))
+  # Both truncated: the video runs past the labels.
+  with pytest.raises(AffectJaxError,
+                     match=f'ends at 0.20s \\({path} line 11\\).*truncated'):
+    _build(root, tmp_path / 'out2')
+
+
+def test_missing_recordings_folder(tmp_path):
+  with pytest.raises(AffectJaxError, match='recordings_video is missing'):
+    _build(tmp_path, tmp_path / 'out')
