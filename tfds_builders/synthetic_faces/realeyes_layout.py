@@ -89,25 +89,26 @@ def labels_of(num_subjects: int, videos_per_subject: int,
   return out
 
 
-_FLAGS = {}
+# Flag defaults of the command line (flags are defined only when run as a
+# script, so importing this module does not add absl flags to other programs).
+_CLI_DEFAULTS = dict(num_subjects=10, videos_per_subject=2,
+                     frames_per_video=300, fps=30.0, height=480, width=640,
+                     seed=0, codec='libx264')
 
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError('usage: realeyes_layout OUT_DIR [--flags]')
+    raise app.UsageError('usage: python -m '
+                         'tfds_builders.synthetic_faces.realeyes_layout '
+                         'OUT_DIR [--num_subjects=.. --width=.. ...]')
   ids = write_realeyes_layout(
-      argv[1], **{k: getattr(flags.FLAGS, k) for k in _FLAGS})
+      argv[1], **{k: getattr(flags.FLAGS, k) for k in _CLI_DEFAULTS})
   print(f'Wrote {len(ids)} videos to {argv[1]}.')
 
 
 if __name__ == '__main__':
-  _FLAGS = dict(num_subjects=10, videos_per_subject=2, frames_per_video=300,
-                fps=30.0, height=480, width=640, seed=0)
-  for _name, _default in _FLAGS.items():
-    if isinstance(_default, float):
-      flags.DEFINE_float(_name, _default, f'{_name} of the written dataset.')
-    else:
-      flags.DEFINE_integer(_name, _default, f'{_name} of the written dataset.')
-  flags.DEFINE_string('codec', 'libx264', 'PyAV video encoder.')
-  _FLAGS['codec'] = 'libx264'
+  for _name, _default in _CLI_DEFAULTS.items():
+    _define = {float: flags.DEFINE_float, int: flags.DEFINE_integer,
+               str: flags.DEFINE_string}[type(_default)]
+    _define(_name, _default, f'{_name} of the written dataset.')
   app.run(main)

@@ -1,0 +1,67 @@
+"""Frames/s of turning a video into records, with and without face detection.
+
+  python benchmarks/build_frames.py  # a 640x480 30 fps synthetic video
+
+Writes one synthetic RealEyes-layout video (`realeyes_layout`), then times
+each stage of `tfds_builders.core.builder.video_records` on it: decoding
+alone (PyAV, thread_type='AUTO'), then decode + crop + JPEG with the 'none'
+detector (whole frame) and with the OpenCV Haar detector. Record writing
+(array_record) is not included; it is small next to these.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from tfds_builders import core
+from tfds_builders.core import builder as builder_lib
+from tfds_builders.synthetic_faces import realeyes_layout
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--frames', type=int, default=300)
+  p.add_argument('--height', type=int, default=480)
+  p.add_argument('--width', type=int, default=640)
+  p.add_argument('--image_size', type=int, default=170)
+  args = p.parse_args()
+
+  with tempfile.TemporaryDirectory() as root:
+    vid = realeyes_layout.write_realeyes_layout(
+        root, num_subjects=1, frames_per_video=args.frames,
+        height=args.height, width=args.width)[0]
+    path = os.path.join(root, 'videos', f'{vid}.mp4')
+    rows = []
+
+    t = time.perf_counter()
+    n = sum(1 for _ in core.iter_frames(path))
+    rows.append(('decode only', n, time.perf_counter() - t, ''))
+
+    for detector in ('none', 'haar'):
+      config = core.VideoFrameConfig(name='b', detector=detector,
+                                     image_size=args.image_size)
+      spec = core.VideoSpec(vid, 's', path,
+                            lambda i, t: core.FrameLabels())
+      t = time.perf_counter()
+      records = [r for _, r in builder_lib.video_records(spec, 0, config, 8)]
+      dt = time.perf_counter() - t
+      faces = np.mean([bool(r['has_face']) for r in records])
+      rows.append((f'decode+crop+jpeg, detector={detector}', len(records), dt,
+                   f'{faces:.0%}'))
+
+  print(f'{args.width}x{args.height} video, {args.frames} frames, crops '
+        f'{args.image_size}px, {os.cpu_count()} CPUs')
+  print(f'{"stage":40s} {"frames":>7s} {"s":>7s} {"frames/s":>9s} '
+        f'{"has_face":>9s}')
+  for name, n, dt, faces in rows:
+    print(f'{name:40s} {n:7d} {dt:7.2f} {n / dt:9.1f} {faces:>9s}')
+
+
+if __name__ == '__main__':
+  main()
