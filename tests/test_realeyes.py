@@ -118,8 +118,13 @@ def test_truncated_video_names_the_file(manual_dir, tmp_path):
   root = shutil.copytree(manual_dir, tmp_path / 'copy')
   path = root / 'videos' / 's0001_v00.mp4'
   path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
-  with pytest.raises(AffectJaxError, match='s0001_v00.mp4'):
-    _build_error(str(root), tmp_path)
+  with pytest.raises(AffectJaxError, match='s0001_v00.mp4.*skip_broken'):
+    _build_error(str(root), tmp_path / 'a')
+  builder = _build_error(str(root), tmp_path / 'b', skip_broken=True)
+  source = builder.as_data_source('train')
+  videos = {r[F.RECORD_VIDEO_ID] for r in source.__getitems__(
+      list(range(len(source))))}
+  assert b's0002_v00' in videos and b's0001_v00' not in videos
 
 
 def test_wrong_label_header_names_file_and_line(manual_dir, tmp_path):

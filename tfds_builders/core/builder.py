@@ -138,6 +138,10 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
     max_gap: frames after a detection for which a missed face reuses the
       last box for the crop (has_face stays False).
     jpeg_quality: of the stored crops.
+    skip_broken: False (default): a video that cannot be opened is an error,
+      raised before any video is decoded. True: such videos are left out
+      with a warning, and a video whose stream breaks while decoding keeps
+      the frames decoded before the break.
   """
   detector: str = 'haar'
   # tzirakis2019 resizes face crops to 170 and random-crops 150 for training.
@@ -145,6 +149,7 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
   margin: float = 0.2
   max_gap: int = 5
   jpeg_quality: int = 90
+  skip_broken: bool = False
 
 
 class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
@@ -211,8 +216,21 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
       if len(set(ids)) != len(ids):
         raise AffectJaxError(f'{self.name}: split {split!r} lists a video id '
                              f'twice; make the ids in {manual_dir} unique.')
+      splits[split] = [v for v in videos if self._openable(v)]
     return {split: self._generate_examples(videos)
             for split, videos in splits.items() if videos}
+
+  def _openable(self, spec: VideoSpec) -> bool:
+    """Probes a video before decoding anything (see `skip_broken`)."""
+    try:
+      video_lib.probe(spec.path)
+    except AffectJaxError as e:
+      if not self.builder_config.skip_broken:
+        raise AffectJaxError(f'{e} (Or build with skip_broken=True to leave '
+                             'broken videos out.)') from e
+      logging.warning('Skipping video %s: %s', spec.video_id, e)
+      return False
+    return True
 
   def _generate_examples(
       self, videos: list[VideoSpec]) -> Iterator[tuple[int, dict]]:
@@ -230,7 +248,10 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
   no_emotions = np.zeros(num_emotions, np.float32)
   no_landmarks = np.zeros((F.NUM_LANDMARKS, 2), np.float32)
   num_frames = kept = 0
-  for frame in video_lib.iter_frames(spec.path):
+  frames = video_lib.iter_frames(spec.path)
+  if config.skip_broken:
+    frames = _until_broken(frames, spec.path)
+  for frame in frames:
     num_frames += 1
     labels = spec.labels(frame.index, frame.time)
     if labels is None:
@@ -263,3 +284,12 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
   if kept < num_frames:
     logging.warning('%s: kept %d of %d frames (the others have no label).',
                     spec.path, kept, num_frames)
+
+
+def _until_broken(frames: Iterator[video_lib.Frame],
+                  path: str) -> Iterator[video_lib.Frame]:
+  """The frames decoded before a decoding error, with a warning (skip_broken)."""
+  try:
+    yield from frames
+  except AffectJaxError as e:
+    logging.warning('Keeping the frames before the decoding error: %s', e)

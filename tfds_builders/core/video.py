@@ -75,6 +75,32 @@ def iter_frames(path: str) -> Iterator[Frame]:
                          'corrupt or truncated, re-copy or re-download it.')
 
 
+def probe(path: str) -> float:
+  """Checks that `path` opens as a video without decoding it; returns its fps.
+
+  Cheap (reads the container header only), so a builder can reject a
+  truncated or missing file before spending hours decoding the others. Most
+  truncated .mp4 files fail here (their index is at the end); damage inside
+  the stream only shows when decoding.
+
+  Raises:
+    AffectJaxError: as `iter_frames`.
+  """
+  if not os.path.isfile(path):
+    raise AffectJaxError(f'Video {path} does not exist; check --manual_dir '
+                         'and the layout in DATA_FORMATS.md.')
+  try:
+    with av.open(path) as container:
+      if not container.streams.video:
+        raise AffectJaxError(f'{path} has no video stream; replace the file.')
+      stream = container.streams.video[0]
+      return float(stream.average_rate or stream.guessed_rate or 0)
+  except (av.error.FFmpegError, OSError) as e:
+    raise AffectJaxError(
+        f'Cannot open video {path}: {e}. The file is corrupt or truncated '
+        '(re-copy or re-download it) or not a video.') from e
+
+
 def write_video(path: str, images: Iterable[np.ndarray], fps: float,
                 codec: str = 'libx264', quality: int = 23) -> int:
   """Encodes uint8 [H, W, 3] RGB images (even H and W) to `path`; returns count.
