@@ -76,7 +76,7 @@ def restore_best_variables(directory: str) -> tuple[dict[str, Any],
     if os.path.isdir(candidate):
       mgr = ocp.CheckpointManager(
           os.path.abspath(candidate),
-          options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+          options=ocp.CheckpointManagerOptions(create=False))
       step = mgr.latest_step()
       if step is not None:
         restored = mgr.restore(step, args=ocp.args.Composite(

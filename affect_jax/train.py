@@ -230,38 +230,50 @@ class Stage:
         out.addressable_shards, key=lambda s: s.index[0].start or 0)])
 
 
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in flat}
+
+
 def init_from_checkpoint(variables: dict[str, Any], source: str,
                          keep: tuple[str, ...]) -> dict[str, Any]:
-  """Replaces the `keep` submodules (e.g. trunk, rnn) with a checkpoint's.
+  """Replaces the `keep` submodules (e.g. trunk, fc, rnn) with a checkpoint's.
 
-  The head is left at its fresh initialisation: that is the head swap of the
-  pretrain -> fine-tune chain (8 emotions -> arousal, valence).
+  Everything else (the head) keeps its fresh initialisation: that is the head
+  swap of the pretrain -> fine-tune chain (8 emotions -> arousal, valence).
+  Submodules of `keep` that the checkpoint lacks (an ImageNet import holds
+  only the trunk) stay fresh too; it is an error if nothing is restored.
   """
-  loaded, _ = checkpointing.restore_best_variables(source)
+  loaded, meta = checkpointing.restore_best_variables(source)
   out = {c: dict(v) for c, v in variables.items()}
-  for collection in ('params', 'batch_stats'):
-    if collection not in out:
+  restored = []
+  for name in keep:
+    if name not in out.get('params', {}):
       continue
-    for name in keep:
-      if name not in out[collection]:
+    if name not in loaded.get('params', {}):
+      continue
+    for collection in ('params', 'batch_stats'):
+      if name not in out.get(collection, {}):
         continue
       src = loaded.get(collection, {}).get(name)
-      if src is None:
-        raise AffectJaxError(
-            f'Checkpoint {source!r} has no {collection}/{name}; it cannot '
-            f'initialise this model (it has {sorted(loaded.get(collection, {}))}'
-            '). Check config init_from / init_keep.')
       dst = out[collection][name]
-      dst_shapes = jax.tree.map(jnp.shape, dst)
-      src_shapes = jax.tree.map(jnp.shape, src)
-      if dst_shapes != src_shapes:
+      if src is None or _shapes(src) != _shapes(dst):
         raise AffectJaxError(
             f'{collection}/{name} in checkpoint {source!r} does not match the '
-            'model (different architecture or width); use the same config.model '
-            'as the run that wrote it.')
+            f'model (different architecture or width; the checkpoint says '
+            f'{meta}); use the config.model of the run that wrote it.')
       out[collection][name] = jax.tree.map(
           lambda s, d: jax.device_put(jnp.asarray(s, d.dtype), d.sharding),
           src, dst)
+    restored.append(name)
+  if not restored:
+    raise AffectJaxError(
+        f'Checkpoint {source!r} holds none of init_keep={list(keep)} (it has '
+        f'{sorted(loaded.get("params", {}))}); check config init_from / '
+        'init_keep.')
+  fresh = sorted(set(out['params']) - set(restored))
+  print(f'Initialised {", ".join(restored)} from {source}; fresh: '
+        f'{", ".join(fresh)}.', flush=True)
   return out
 
 

@@ -180,3 +180,38 @@ def test_unknown_config_key_is_rejected(tmp_path):
 def test_tiny_config_helper_matches_fixture(tiny_data_dir):
   c = tiny_config(tiny_data_dir)
   assert c.pretrain.dataset.data_dir == tiny_data_dir
+
+
+def test_init_from_trunk_only_checkpoint_keeps_head_and_rnn_fresh(
+    make_tiny_config, tmp_path):
+  # A checkpoint that holds only a trunk, as `affect_jax.import_weights`
+  # writes it for ImageNet weights.
+  from affect_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from affect_jax.errors import AffectJaxError  # pylint: disable=g-import-not-at-top
+  config = make_tiny_config()
+  cfg = experiment.resolve_stage(config, 'finetune')
+  stage = train.Stage(config, cfg, n_out=2)
+  donor = jax.device_get(stage.init_variables(seed=7))
+  ckpts = checkpointing.StageCheckpoints(str(tmp_path / 'imported'))
+  ckpts.save_best(0, {c: {'trunk': donor[c]['trunk']} for c in donor},
+                  {'arch': 'resnet50'})
+  ckpts.wait()
+  fresh = stage.init_variables(seed=0)
+  out = train.init_from_checkpoint(fresh, str(tmp_path / 'imported'),
+                                   ('trunk', 'fc', 'rnn'))
+  got = jax.device_get(out)
+  for c in ('params', 'batch_stats'):
+    same = jax.tree.map(np.array_equal, got[c]['trunk'], donor[c]['trunk'])
+    assert all(jax.tree.leaves(same))
+  np.testing.assert_array_equal(got['params']['head']['kernel'],
+                                jax.device_get(fresh['params']['head']['kernel']))
+  assert not np.array_equal(got['params']['rnn']['ih_l0']['kernel'],
+                            donor['params']['rnn']['ih_l0']['kernel'])
+  # A trunk of another width is refused with a message, not a crash.
+  narrow = make_tiny_config(**{'model.width': 2})
+  other = train.Stage(narrow, experiment.resolve_stage(narrow, 'finetune'), 2)
+  with pytest.raises(AffectJaxError, match='does not match the model'):
+    train.init_from_checkpoint(other.init_variables(0),
+                               str(tmp_path / 'imported'), ('trunk',))
+  with pytest.raises(AffectJaxError, match='holds none of'):
+    train.init_from_checkpoint(fresh, str(tmp_path / 'imported'), ('rnn',))

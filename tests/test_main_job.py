@@ -1,0 +1,49 @@
+"""The README's main job end to end: it must learn, and a frozen random trunk
+must not (the synthetic dataset's signal is in the faces, not in who or where
+they are). These are the two slow tests of the suite (~6 and ~2 minutes)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def default_data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds_default'))
+
+
+def _main(config, workdir, data_dir, *overrides):
+  env = dict(os.environ, TFDS_DATA_DIR=data_dir)
+  out = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.main', f'--config={config}',
+       f'--workdir={workdir}', *overrides],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  with open(os.path.join(workdir, 'test', 'results.json')) as f:
+    return json.load(f), out.stdout
+
+
+@pytest.mark.slow
+def test_readme_main_job_reaches_ccc_above_half(tmp_path, default_data_dir):
+  results, stdout = _main('configs/realeyes.py:synthetic', str(tmp_path),
+                          default_data_dir)
+  assert results['ccc_valence'] >= 0.5, results
+  assert results['ccc_arousal'] >= 0.5, results
+  assert 'Test results' in stdout and 'frames/s' in stdout
+  for stage in ('pretrain', 'finetune'):
+    assert os.path.exists(tmp_path / stage / 'metrics.csv')
+    assert any(n.startswith('events.out.tfevents')
+               for n in os.listdir(tmp_path / stage))
+
+
+@pytest.mark.slow
+def test_frozen_random_trunk_does_clearly_worse(tmp_path, default_data_dir):
+  results, _ = _main('configs/realeyes.py:synthetic_frozen', str(tmp_path),
+                     default_data_dir, '--config.finetune.num_train_steps=400')
+  assert results['ccc_valence'] < 0.3, results
+  assert results['ccc_arousal'] < 0.3, results
