@@ -1,5 +1,6 @@
 """RECOLA (AVEC 2016 layout) builder on a tiny generated copy."""
 
+import multiprocessing
 import os
 import shutil
 
@@ -167,3 +168,22 @@ def test_truncated_arff_is_an_error(copy_dir, tmp_path):
 def test_missing_recordings_folder(tmp_path):
   with pytest.raises(AffectJaxError, match='recordings_video is missing'):
     _build(tmp_path, tmp_path / 'out')
+
+
+def test_worker_processes_write_the_same_records(copy_dir, built, tmp_path,
+                                                 monkeypatch):
+  builder, splits = built
+  contexts = []
+  get_context = multiprocessing.get_context
+  monkeypatch.setattr(multiprocessing, 'get_context',
+                      lambda m: contexts.append(m) or get_context(m))
+  parallel = _build(copy_dir, tmp_path / 'out', num_workers=2)
+  assert contexts == ['spawn']  # train has 2 videos: decoded in workers.
+  for split in splits:
+    a, b = builder.as_data_source(split), parallel.as_data_source(split)
+    assert len(a) == len(b)
+    for x, y in zip(a.__getitems__(list(range(len(a)))),
+                    b.__getitems__(list(range(len(b))))):
+      assert x[F.RECORD_IMAGE] == y[F.RECORD_IMAGE]
+      for k in (F.RECORD_VIDEO_ID, F.RECORD_FRAME_INDEX, F.RECORD_AROUSAL):
+        assert x[k] == y[k]

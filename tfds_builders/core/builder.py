@@ -17,6 +17,7 @@ import abc
 import dataclasses
 import io
 import math
+import multiprocessing
 import os
 from typing import Callable, Iterator
 
@@ -142,6 +143,10 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
       raised before any video is decoded. True: such videos are left out
       with a warning, and a video whose stream breaks while decoding keeps
       the frames decoded before the break.
+    num_workers: 0 or 1 decodes in the building process, streaming frame by
+      frame. N > 1 decodes N videos at a time in worker processes; each
+      worker returns a whole video's records (~10 KB a frame at 170 pixels,
+      ~75 MB for a 5-minute video), written in the same order as with 0.
   """
   detector: str = 'haar'
   # tzirakis2019 resizes face crops to 170 and random-crops 150 for training.
@@ -150,6 +155,7 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
   max_gap: int = 5
   jpeg_quality: int = 90
   skip_broken: bool = False
+  num_workers: int = 0
 
 
 class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
@@ -165,11 +171,12 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format, **kwargs)
     c = self.builder_config
-    if c.image_size < 16 or not 0 <= c.margin <= 2 or c.max_gap < 0:
+    if (c.image_size < 16 or not 0 <= c.margin <= 2 or c.max_gap < 0 or
+        c.num_workers < 0):
       raise AffectJaxError(
           f'{self.name} config {c.name!r}: image_size={c.image_size} (>= 16), '
-          f'margin={c.margin} (0..2) or max_gap={c.max_gap} (>= 0) out of '
-          'range.')
+          f'margin={c.margin} (0..2), max_gap={c.max_gap} (>= 0) or '
+          f'num_workers={c.num_workers} (>= 0) out of range.')
     if c.detector not in face.DETECTORS:
       raise AffectJaxError(f'{self.name} config {c.name!r}: unknown detector '
                            f'{c.detector!r}; use one of {face.DETECTORS}.')
@@ -235,9 +242,23 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(
       self, videos: list[VideoSpec]) -> Iterator[tuple[int, dict]]:
     """Yields (record_key, record) for each kept frame of each video."""
-    for ordinal, spec in enumerate(sorted(videos, key=lambda v: v.video_id)):
-      yield from video_records(spec, ordinal, self.builder_config,
-                               len(self.EMOTION_NAMES))
+    c = self.builder_config
+    jobs = [(spec, ordinal, c, len(self.EMOTION_NAMES)) for ordinal, spec in
+            enumerate(sorted(videos, key=lambda v: v.video_id))]
+    if c.num_workers <= 1 or len(jobs) < 2:
+      for job in jobs:
+        yield from video_records(*job)
+      return
+    # 'spawn': PyAV and OpenCV start threads, which fork does not copy
+    # safely. imap keeps the video order (records must stay sorted).
+    ctx = multiprocessing.get_context('spawn')
+    with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
+      for records in pool.imap(_video_records_list, jobs):
+        yield from records
+
+
+def _video_records_list(job) -> list[tuple[int, dict]]:
+  return list(video_records(*job))
 
 
 def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,

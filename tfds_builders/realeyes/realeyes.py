@@ -134,29 +134,33 @@ def read_labels(path: str) -> dict[int, np.ndarray]:
   return out
 
 
-def _lookup(path: str, labels: dict[int, np.ndarray], skip: bool):
-  """Label lookup by frame index for one video (see core.LabelLookup)."""
+class _Labels:
+  """Label lookup by frame index for one video (see core.LabelLookup).
 
-  def labels_of(index: int, time: float) -> core.FrameLabels | None:
+  A class rather than a closure so that it pickles to build workers.
+  """
+
+  def __init__(self, path: str, labels: dict[int, np.ndarray], skip: bool):
+    self.path, self.labels, self.skip = path, labels, skip
+
+  def __call__(self, index: int, time: float) -> core.FrameLabels | None:
     del time  # RealEyes labels are per frame index.
-    emotions = labels.get(index)
+    emotions = self.labels.get(index)
     if emotions is None:
-      if skip:
+      if self.skip:
         return None
-      line = sum(f < index for f in labels) + 2
+      line = sum(f < index for f in self.labels) + 2
       raise AffectJaxError(
-          f'{path} has no row for frame {index} (expected at line {line}); '
-          'add the row, or build with missing_labels="skip" to drop frames '
-          'without labels.')
+          f'{self.path} has no row for frame {index} (expected at line '
+          f'{line}); add the row, or build with missing_labels="skip" to drop '
+          'frames without labels.')
     return core.FrameLabels(emotions=emotions)
 
-  def done(num_frames: int) -> None:
-    extra = sum(f >= num_frames for f in labels)
+  def done(self, num_frames: int) -> None:
+    extra = sum(f >= num_frames for f in self.labels)
     if extra:
-      logging.warning('%s has %d rows past the video\'s last frame %d.', path,
-                      extra, num_frames - 1)
-
-  return labels_of, done
+      logging.warning('%s has %d rows past the video\'s last frame %d.',
+                      self.path, extra, num_frames - 1)
 
 
 class RealEyes(core.VideoFrameBuilder):
@@ -201,9 +205,9 @@ class RealEyes(core.VideoFrameBuilder):
             f'{path} is missing but subjects.csv lists video {vid!r}; copy '
             'the video or remove its row from subjects.csv.')
       label_path = os.path.join(manual_dir, 'labels', f'{vid}.csv')
-      labels, done = _lookup(label_path, read_labels(label_path),
-                             c.missing_labels == 'skip')
-      specs[vid] = core.VideoSpec(vid, subject, path, labels, done)
+      labels = _Labels(label_path, read_labels(label_path),
+                       c.missing_labels == 'skip')
+      specs[vid] = core.VideoSpec(vid, subject, path, labels, labels.done)
     split = split_subjects(list(subjects.values()), c.validation_fraction,
                            c.test_fraction)
     return {name: [s for s in specs.values() if s.subject_id in set(members)]

@@ -145,36 +145,42 @@ def match_by_time(gold: GoldStandard, t: float) -> float:
   return float(gold.values[i - 1] if left < right else gold.values[i])
 
 
-def _lookup(arousal: GoldStandard, valence: GoldStandard,
-            video_path: str, max_unlabelled_s: float):
-  """Label lookup by time for one recording (see core.LabelLookup)."""
-  if len(arousal.times) != len(valence.times):
-    raise AffectJaxError(
-        f'{arousal.path} has {len(arousal.times)} rows but {valence.path} '
-        f'has {len(valence.times)}; one of them is truncated, re-copy it.')
-  end = arousal.times[-1]
-  dropped = []
+class _Labels:
+  """Label lookup by time for one recording (see core.LabelLookup).
 
-  def labels_of(index: int, time: float) -> core.FrameLabels | None:
+  A class rather than a closure so that it pickles to build workers.
+  """
+
+  def __init__(self, arousal: GoldStandard, valence: GoldStandard,
+               video_path: str, max_unlabelled_s: float):
+    if len(arousal.times) != len(valence.times):
+      raise AffectJaxError(
+          f'{arousal.path} has {len(arousal.times)} rows but {valence.path} '
+          f'has {len(valence.times)}; one of them is truncated, re-copy it.')
+    self.arousal, self.valence = arousal, valence
+    self.video_path = video_path
+    self.max_unlabelled_s = max_unlabelled_s
+    self.end = float(arousal.times[-1])
+
+  def __call__(self, index: int, time: float) -> core.FrameLabels | None:
     del index
-    if time > end + _STEP / 2:
-      if time > end + max_unlabelled_s:
+    if time > self.end + _STEP / 2:
+      if time > self.end + self.max_unlabelled_s:
         raise AffectJaxError(
-            f'{video_path} runs to {time:.2f}s or more but the gold standard '
-            f'ends at {end:.2f}s ({arousal.path} line {arousal.last_line}); '
-            'the ARFF files look truncated, re-copy them.')
-      dropped.append(time)
-      return None
-    return core.FrameLabels(valence=match_by_time(valence, time),
-                            arousal=match_by_time(arousal, time))
+            f'{self.video_path} runs to {time:.2f}s or more but the gold '
+            f'standard ends at {self.end:.2f}s ({self.arousal.path} line '
+            f'{self.arousal.last_line}); the ARFF files look truncated, '
+            're-copy them.')
+      return None  # Within tolerance: dropped (core logs the count).
+    return core.FrameLabels(valence=match_by_time(self.valence, time),
+                            arousal=match_by_time(self.arousal, time))
 
-  def done(num_frames: int) -> None:
-    if num_frames and (end - (num_frames - 1) * _STEP) > 1.0:
+  def done(self, num_frames: int) -> None:
+    extra = self.end - (num_frames - 1) * _STEP
+    if num_frames and extra > 1.0:
       logging.warning('%s: the gold standard runs %.1fs past the last of the '
-                      '%d frames of %s.', arousal.path,
-                      end - (num_frames - 1) * _STEP, num_frames, video_path)
-
-  return labels_of, done
+                      '%d frames of %s.', self.arousal.path, extra,
+                      num_frames, self.video_path)
 
 
 class Recola(core.VideoFrameBuilder):
@@ -222,10 +228,10 @@ class Recola(core.VideoFrameBuilder):
                              f'{os.path.join(video_dir, name)}; copy it or '
                              'remove the video.')
       arousal, valence = (read_arff(p, rec) for p in paths)
-      labels, done = _lookup(arousal, valence, os.path.join(video_dir, name),
-                             self.builder_config.max_unlabelled_s)
+      labels = _Labels(arousal, valence, os.path.join(video_dir, name),
+                       self.builder_config.max_unlabelled_s)
       out[_SPLITS[avec_split]].append(core.VideoSpec(
-          rec, rec, os.path.join(video_dir, name), labels, done))
+          rec, rec, os.path.join(video_dir, name), labels, labels.done))
     if not out['train']:
       raise AffectJaxError(f'{video_dir} has no labelled train_<n>.mp4.')
     return {k: v for k, v in out.items() if v}
