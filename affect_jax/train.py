@@ -421,8 +421,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, cfg,
     elif step % cfg.checkpoint_every_steps == 0:
       ckpts.save_latest(step, state, loop)
 
-  ckpts.save_latest(step, state, loop) if ckpts.latest.latest_step() != step \
-      else None
+  if ckpts.latest.latest_step() != step:
+    ckpts.save_latest(step, state, loop)
   ckpts.wait()
   ckpts.close()
   writer.close()

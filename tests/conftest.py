@@ -32,12 +32,10 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   c.input.image_size = 32
   c.input.resize_size = 36
   c.input.num_threads = 1
-  c.pretrain.num_train_steps = 4
-  c.pretrain.eval_every_steps = 2
-  c.pretrain.checkpoint_every_steps = 2
-  c.finetune.num_train_steps = 4
-  c.finetune.eval_every_steps = 2
-  c.finetune.checkpoint_every_steps = 2
+  for stage in ('pretrain', 'finetune'):
+    c[stage].num_train_steps = 4
+    c[stage].eval_every_steps = 2
+    c[stage].checkpoint_every_steps = 2
   for k, v in overrides.items():
     node = c
     *path, last = k.split('.')
