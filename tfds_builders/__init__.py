@@ -4,6 +4,7 @@ import importlib
 
 # Every builder package; importing one registers its builder with TFDS.
 _BUILDERS = {
+    'aff_wild': 'tfds_builders.aff_wild',
     'realeyes': 'tfds_builders.realeyes',
     'recola': 'tfds_builders.recola',
     'synthetic_faces': 'tfds_builders.synthetic_faces',
