@@ -42,8 +42,8 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None):
   if name not in names:
     raise AffectJaxError(
         f'No builder for dataset {name!r} yet; available: {names}. The '
-        'builders for aff_wild, aff_wild2, afew_va, afew, affectnet and '
-        'frame_list are being added (issue #5).')
+        'builders for aff_wild2, afew_va, afew, affectnet and frame_list '
+        'are being added (issue #5).')
   data_dir = os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
                                 or '~/tensorflow_datasets')
   builder = tfds.builder(dataset, data_dir=data_dir)
