@@ -49,7 +49,6 @@ import tensorflow_datasets as tfds
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
-from tfds_builders.core import builder as core_builder
 
 _VIDEO_EXTS = ('.mp4', '.avi')
 _DIMS = ('valence', 'arousal')
@@ -273,7 +272,9 @@ class AffWild(core.VideoFrameBuilder):
       labels = _Labels(path, paths, read_values(paths[0]),
                        read_values(paths[1]), boxes, landmarks,
                        self.builder_config)
-      specs.append(core.VideoSpec(vid, vid, path, labels, labels.done))
+      # Shipped boxes make detection unnecessary for this video.
+      specs.append(core.VideoSpec(vid, vid, path, labels, labels.done,
+                                  detector='none' if labels.boxes else None))
     return specs
 
   def _videos(self, manual_dir: str) -> dict[str, list[core.VideoSpec]]:
@@ -295,20 +296,3 @@ class AffWild(core.VideoFrameBuilder):
       logging.info('No annotations/test/ (as usually distributed): the test '
                    'videos are skipped.')
     return {k: v for k, v in out.items() if v}
-
-  def _generate_examples(self, videos):
-    """As the core's, but videos with shipped boxes use detector 'none'."""
-    c = self.builder_config
-    shipped = dataclasses.replace(c, detector='none')
-    jobs = [(spec, ordinal, shipped if spec.labels.boxes else c,
-             len(self.EMOTION_NAMES)) for ordinal, spec in
-            enumerate(sorted(videos, key=lambda v: v.video_id))]
-    if c.num_workers <= 1 or len(jobs) < 2:
-      for job in jobs:
-        yield from core_builder.video_records(*job)
-      return
-    import multiprocessing  # pylint: disable=g-import-not-at-top
-    ctx = multiprocessing.get_context('spawn')
-    with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
-      for records in pool.imap(core_builder._video_records_list, jobs):  # pylint: disable=protected-access
-        yield from records

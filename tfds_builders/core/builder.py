@@ -119,12 +119,15 @@ class VideoSpec:
     labels: label lookup per decoded frame.
     done: optional check called with the number of decoded frames (e.g. to
       warn that the label file is longer than the video).
+    detector: overrides the config's face detector for this video (e.g.
+      'none' where the dataset ships a box for every frame).
   """
   video_id: str
   subject_id: str
   path: str
   labels: LabelLookup
   done: Callable[[int], None] | None = None
+  detector: str | None = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -243,8 +246,11 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
       self, videos: list[VideoSpec]) -> Iterator[tuple[int, dict]]:
     """Yields (record_key, record) for each kept frame of each video."""
     c = self.builder_config
-    jobs = [(spec, ordinal, c, len(self.EMOTION_NAMES)) for ordinal, spec in
-            enumerate(sorted(videos, key=lambda v: v.video_id))]
+    jobs = [(spec, ordinal,
+             dataclasses.replace(c, detector=spec.detector) if spec.detector
+             else c, len(self.EMOTION_NAMES))
+            for ordinal, spec in enumerate(sorted(videos,
+                                                  key=lambda v: v.video_id))]
     if c.num_workers <= 1 or len(jobs) < 2:
       for job in jobs:
         yield from video_records(*job)
