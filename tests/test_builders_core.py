@@ -1,11 +1,18 @@
 """Tests of the shared builder core: decoding, face crops, records."""
 
-import numpy as np
-import pytest
+import io
+import os
 
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
 from tfds_builders.core import face
+from tfds_builders.core import video as video_lib
 
 
 def test_video_round_trip_with_timestamps(tmp_path):
@@ -52,7 +59,8 @@ def test_crop_pads_outside_the_frame_and_whole_frame():
 
 
 def test_tracker_reuses_last_box_for_a_short_gap():
-  found = iter([np.array([1., 2, 3, 4]), None, None, None])
+  one = np.array([[1., 2, 3, 4]])
+  found = iter([one, np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 4))])
   tracker = face.FaceTracker(lambda image: next(found), max_gap=2)
   image = np.zeros((8, 8, 3), np.uint8)
   box, has = tracker(image)
@@ -63,17 +71,161 @@ def test_tracker_reuses_last_box_for_a_short_gap():
   assert has and box.sum() == 4
 
 
+def test_tracker_picks_a_side_and_detects_every_nth_frame():
+  calls = []
+  two = np.array([[0., 50, 10, 60], [0, 10, 30, 40]])  # Right small, left big.
+
+  def detect(image):
+    calls.append(1)
+    return two
+  image = np.zeros((8, 8, 3), np.uint8)
+  assert face.FaceTracker(detect, pick='left')(image)[0][1] == 10
+  assert face.FaceTracker(detect, pick='right')(image)[0][1] == 50
+  assert face.FaceTracker(detect)(image)[0][1] == 10  # Largest.
+  calls.clear()
+  tracker = face.FaceTracker(detect, every=3)
+  results = [tracker(image) for _ in range(7)]
+  assert len(calls) == 3  # Frames 0, 3 and 6.
+  assert all(r[1] and r[0][1] == 10 for r in results)
+  with pytest.raises(AffectJaxError, match='pick'):
+    face.FaceTracker(detect, pick='middle')
+
+
+def _synthetic_face(seed, size=(240, 320)):
+  from tfds_builders.synthetic_faces import faces  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  image, landmarks, box = faces.render_frame(
+      faces.make_subject(rng), faces.make_video(rng, 2, 10.0), 0, size=size)
+  h, w = size
+  return image, landmarks * [w, h], box * [h, w, h, w]
+
+
+def _iou(a, b):
+  y0, x0 = max(a[0], b[0]), max(a[1], b[1])
+  y1, x1 = min(a[2], b[2]), min(a[3], b[3])
+  inter = max(0, y1 - y0) * max(0, x1 - x0)
+  area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+  return inter / (area(a) + area(b) - inter)
+
+
+def test_dlib_finds_a_drawn_face_and_its_landmarks():
+  image, landmarks, box = _synthetic_face(3)  # A subject dlib finds.
+  found = face.make_detector('dlib')(image)
+  assert len(found) == 1 and _iou(found[0], box) > 0.5
+  points = face.make_landmarker('dlib')(image, found[0])
+  assert points.shape == (68, 2)
+  side = box[2] - box[0]
+  assert np.abs(points - landmarks).mean() < 0.05 * side
+  # The same scene without the face (its background): nothing found.
+  background = np.broadcast_to(image[:8, :8].mean((0, 1)).astype(np.uint8),
+                               image.shape).copy()
+  for name in ('dlib', 'haar'):
+    assert face.make_detector(name)(background).shape == (0, 4)
+    noise = np.random.default_rng(0).integers(0, 255, image.shape, np.uint8)
+    assert face.make_detector(name)(noise).shape == (0, 4)
+
+
+def test_detectors_on_a_real_photo():
+  data = pytest.importorskip('skimage.data')
+  # Eileen Collins' face in scikit-image's astronaut photo (checked by eye).
+  face_box = (60, 170, 190, 280)
+  found = face.pick_face(face.make_detector('dlib')(data.astronaut()))
+  assert found is not None and _iou(found, face_box) > 0.4
+  for photo in (data.coffee(), data.chelsea()):  # No face.
+    assert face.make_detector('dlib')(photo).shape == (0, 4)
+
+
 def test_detector_names():
   assert core.make_detector('none') is None
   detect = core.make_detector('haar')
-  assert detect(np.zeros((60, 80, 3), np.uint8)) is None
+  assert detect(np.zeros((60, 80, 3), np.uint8)).shape == (0, 4)
   with pytest.raises(AffectJaxError, match='Unknown face detector'):
     core.make_detector('retina')
-  try:
-    import dlib  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    with pytest.raises(AffectJaxError, match='needs the dlib package'):
-      core.make_detector('dlib')
+  with pytest.raises(AffectJaxError, match='Unknown landmarker'):
+    face.make_landmarker('retina')
+
+
+def test_image_sequences_and_missing_or_corrupt_images(tmp_path):
+  paths = []
+  for i in range(3):
+    paths.append(str(tmp_path / f'{i:05d}.png'))
+    Image.fromarray(np.full((8, 6), 40 * i, np.uint8)).save(paths[-1])
+  frames = list(core.iter_images([paths[0], None, paths[2]], fps=25))
+  assert [f.index for f in frames] == [0, 1, 2]
+  np.testing.assert_allclose([f.time for f in frames], [0, 0.04, 0.08])
+  assert frames[1].image is None and frames[2].image.shape == (8, 6, 3)
+  assert frames[2].image.max() == 80  # Grey expanded to RGB, lossless.
+  video_lib.probe_images(paths + [None])
+  with pytest.raises(AffectJaxError, match='00009.png does not exist'):
+    video_lib.probe_images(paths + [str(tmp_path / '00009.png')])
+  with open(paths[1], 'wb') as f:
+    f.write(b'\x89PNG\r\n broken')
+  with pytest.raises(AffectJaxError, match='Cannot decode image .*00001.png'):
+    list(core.iter_images(paths, fps=25))
+
+
+def _label(index, unused_time):
+  return core.FrameLabels(valence=0.1 * index, arousal=-0.1 * index)
+
+
+class CoreTestFrames(core.VideoFrameBuilder):
+  """Image sequences and a video, to test the core without a dataset."""
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [core.VideoFrameConfig(name='default')]
+  EMOTION_NAMES = ('a',)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Generated by the test.'
+
+  def _videos(self, manual_dir):
+    folder = os.path.join(manual_dir, 'frames')
+    images = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    label = _label  # Picklable: workers get it.
+    return {'train': [
+        core.VideoSpec('aligned', 's0', folder, label,
+                       images=images[:2] + [None], aligned=True, fps=10),
+        core.VideoSpec('video', 's1', os.path.join(manual_dir, 'v.mp4'),
+                       label),
+        core.VideoSpec('whole', 's2', folder, label, images=images,
+                       detector='none'),
+    ]}
+
+
+def _build_core_test(tmp_path, name, **config):
+  root = tmp_path / 'copy'
+  if not root.exists():
+    (root / 'frames').mkdir(parents=True)
+    image, _, _ = _synthetic_face(3, size=(64, 64))
+    for i in range(3):
+      Image.fromarray(image).save(root / 'frames' / f'{i:05d}.png')
+    core.write_video(str(root / 'v.mp4'), [image] * 5, fps=25)
+  builder = CoreTestFrames(
+      data_dir=str(tmp_path / name),
+      config=core.VideoFrameConfig(name='t', image_size=32, landmarks='none',
+                                   **config))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+  source = builder.as_data_source('train')
+  return [source[i] for i in range(len(source))]
+
+
+def test_builder_image_sequences_and_spooled_workers(tmp_path):
+  records = _build_core_test(tmp_path, 'a', detector='haar')
+  ids = [r[F.RECORD_VIDEO_ID].decode() for r in records]
+  assert ids == ['aligned'] * 3 + ['video'] * 5 + ['whole'] * 3
+  aligned = records[:3]
+  assert [bool(r[F.RECORD_HAS_FACE]) for r in aligned] == [True, True, False]
+  np.testing.assert_allclose(aligned[1][F.RECORD_BOX], [0, 0, 1, 1])
+  np.testing.assert_allclose(aligned[2][F.RECORD_TIME], 0.2)
+  np.testing.assert_allclose(aligned[2][F.RECORD_VALENCE], 0.2)
+  blank = np.asarray(Image.open(io.BytesIO(aligned[2][F.RECORD_IMAGE])))
+  assert blank.shape == (32, 32, 3) and blank.max() == 0
+  whole = np.asarray(Image.open(io.BytesIO(records[8][F.RECORD_IMAGE])))
+  assert whole.mean() > 20  # The image itself, not black.
+  # Two workers spooling to files: the same records in the same order.
+  spooled = _build_core_test(tmp_path, 'b', detector='haar', num_workers=2)
+  assert len(spooled) == len(records)
+  for a, b in zip(records, spooled):
+    assert a[F.RECORD_IMAGE] == b[F.RECORD_IMAGE]
+    assert a[F.RECORD_VIDEO_ID] == b[F.RECORD_VIDEO_ID]
 
 
 def test_record_key_orders_by_video_then_frame():

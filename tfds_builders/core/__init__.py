@@ -12,4 +12,6 @@ from tfds_builders.core.face import crop_face
 from tfds_builders.core.face import FaceTracker
 from tfds_builders.core.face import make_detector
 from tfds_builders.core.video import iter_frames
+from tfds_builders.core.video import iter_images
+from tfds_builders.core.video import read_image
 from tfds_builders.core.video import write_video

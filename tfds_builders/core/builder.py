@@ -7,7 +7,8 @@ A dataset builder subclasses `VideoFrameBuilder` and writes only its parser:
     def _videos(self, manual_dir) -> dict[str, list[VideoSpec]]:
       ...  # {'train': [VideoSpec(video_id, subject_id, path, labels), ..]}
 
-The base class decodes each video (PyAV), finds and crops the face, encodes
+A video may also be a folder of frames (`VideoSpec.images`) or a single
+image. The base class decodes each video (PyAV), finds and crops the face, encodes
 the crop as JPEG and yields one record per frame keyed by
 `record_key(video_ordinal, frame_index)`, with shuffling disabled so that
 records are stored sorted by (video, frame) as the input pipeline expects.
@@ -19,7 +20,9 @@ import io
 import math
 import multiprocessing
 import os
-from typing import Callable, Iterator
+import pickle
+import tempfile
+from typing import Callable, Iterator, Sequence
 
 from absl import logging
 import numpy as np
@@ -115,12 +118,20 @@ class VideoSpec:
   Attributes:
     video_id: unique within the dataset; records are sorted by it.
     subject_id: the person (splits never share one).
-    path: the video file.
+    path: the video file; for an image sequence its folder (for messages).
     labels: label lookup per decoded frame.
     done: optional check called with the number of decoded frames (e.g. to
       warn that the label file is longer than the video).
     detector: overrides the config's face detector for this video (e.g.
       'none' where the dataset ships a box for every frame).
+    pick: which face when a frame shows several (face.PICKS): 'largest', or
+      'left' / 'right' (Aff-Wild2's `_left` / `_right` annotations).
+    images: instead of decoding `path`, frame i is the image file
+      `images[i]`; None marks a frame without an image (stored black with
+      has_face=False, e.g. where Aff-Wild2's aligner found no face).
+    fps: frame rate of `images` (frame i is at time i / fps).
+    aligned: the frames are face crops already (Aff-Wild2 `cropped_aligned`,
+      the 4K frame lists): no detection, the whole image is the face box.
   """
   video_id: str
   subject_id: str
@@ -128,6 +139,10 @@ class VideoSpec:
   labels: LabelLookup
   done: Callable[[int], None] | None = None
   detector: str | None = None
+  pick: str = 'largest'
+  images: Sequence[str | None] | None = None
+  fps: float = 25.0
+  aligned: bool = False
 
 
 @dataclasses.dataclass(eq=False)
@@ -135,8 +150,14 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
   """How frames become face crops; shared by every video builder.
 
   Attributes:
-    detector: 'haar' (OpenCV, default), 'dlib' (if installed) or 'none' (the
-      whole frame, or the box the dataset ships).
+    detector: 'dlib' (HOG, default: best measured recall, see face.py),
+      'haar' (OpenCV's cascade) or 'none' (the whole frame, or the box the
+      dataset ships).
+    landmarks: where the dataset ships no landmarks, 'dlib' (default)
+      predicts the 68 points inside each detected (or shipped) face box;
+      'none' stores zeros.
+    detect_every: run the detector on every N-th frame only and reuse its
+      result in between (N times faster detection).
     image_size: side of the stored square crops, pixels.
     margin: context around the face box on each side, fraction of its side.
     max_gap: frames after a detection for which a missed face reuses the
@@ -147,11 +168,14 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
       with a warning, and a video whose stream breaks while decoding keeps
       the frames decoded before the break.
     num_workers: 0 or 1 decodes in the building process, streaming frame by
-      frame. N > 1 decodes N videos at a time in worker processes; each
-      worker returns a whole video's records (~10 KB a frame at 170 pixels,
-      ~75 MB for a 5-minute video), written in the same order as with 0.
+      frame. N > 1 decodes N videos at a time in worker processes, which
+      spool their records to temporary files in chunks (memory stays a
+      chunk per worker whatever the video's length); the records are the
+      same and written in the same order as with 0.
   """
-  detector: str = 'haar'
+  detector: str = 'dlib'
+  landmarks: str = 'dlib'
+  detect_every: int = 1
   # tzirakis2019 resizes face crops to 170 and random-crops 150 for training.
   image_size: int = 170
   margin: float = 0.2
@@ -175,14 +199,18 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     super().__init__(file_format=file_format, **kwargs)
     c = self.builder_config
     if (c.image_size < 16 or not 0 <= c.margin <= 2 or c.max_gap < 0 or
-        c.num_workers < 0):
+        c.num_workers < 0 or c.detect_every < 1):
       raise AffectJaxError(
           f'{self.name} config {c.name!r}: image_size={c.image_size} (>= 16), '
-          f'margin={c.margin} (0..2), max_gap={c.max_gap} (>= 0) or '
-          f'num_workers={c.num_workers} (>= 0) out of range.')
+          f'margin={c.margin} (0..2), max_gap={c.max_gap} (>= 0), '
+          f'num_workers={c.num_workers} (>= 0) or detect_every='
+          f'{c.detect_every} (>= 1) out of range.')
     if c.detector not in face.DETECTORS:
       raise AffectJaxError(f'{self.name} config {c.name!r}: unknown detector '
                            f'{c.detector!r}; use one of {face.DETECTORS}.')
+    if c.landmarks not in face.LANDMARKERS:
+      raise AffectJaxError(f'{self.name} config {c.name!r}: unknown landmarks '
+                           f'{c.landmarks!r}; use one of {face.LANDMARKERS}.')
     default_to_array_record(self, file_format)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -198,6 +226,7 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
             emotion_names=list(self.EMOTION_NAMES),
             image_size=int(c.image_size),
             detector=c.detector,
+            landmarks=c.landmarks,
             margin=float(c.margin),
             fps=self.FPS,
         ),
@@ -219,7 +248,9 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     if not os.path.isdir(manual_dir):
       raise AffectJaxError(f'manual_dir {manual_dir} is not a folder; point '
                            f'it at your copy of {self.name}.')
-    face.make_detector(self.builder_config.detector)  # Fail before decoding.
+    # Fail before decoding when a model is missing.
+    face.make_detector(self.builder_config.detector)
+    face.make_landmarker(self.builder_config.landmarks)
     splits = self._videos(manual_dir)
     for split, videos in splits.items():
       ids = [v.video_id for v in videos]
@@ -233,7 +264,10 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
   def _openable(self, spec: VideoSpec) -> bool:
     """Probes a video before decoding anything (see `skip_broken`)."""
     try:
-      video_lib.probe(spec.path)
+      if spec.images is not None:
+        video_lib.probe_images(spec.images)
+      else:
+        video_lib.probe(spec.path)
     except AffectJaxError as e:
       if not self.builder_config.skip_broken:
         raise AffectJaxError(f'{e} (Or build with skip_broken=True to leave '
@@ -258,24 +292,61 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     # 'spawn': PyAV and OpenCV start threads, which fork does not copy
     # safely. imap keeps the video order (records must stay sorted).
     ctx = multiprocessing.get_context('spawn')
-    with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
-      for records in pool.imap(_video_records_list, jobs):
-        yield from records
+    with tempfile.TemporaryDirectory(prefix=f'{self.name}_') as spool:
+      with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
+        for path in pool.imap(_spool_video_records,
+                              [(job, spool) for job in jobs]):
+          yield from _read_spool(path)
 
 
-def _video_records_list(job) -> list[tuple[int, dict]]:
-  return list(video_records(*job))
+# Records per pickled chunk of a worker's spool file (~2.5 MB at 170 pixels).
+_SPOOL_CHUNK = 256
+
+
+def _spool_video_records(job_and_dir) -> str:
+  """Worker: writes one video's records to a spool file, returns its path."""
+  job, spool = job_and_dir
+  fd, path = tempfile.mkstemp(suffix='.pkl', dir=spool)
+  with os.fdopen(fd, 'wb') as f:
+    chunk = []
+    for record in video_records(*job):
+      chunk.append(record)
+      if len(chunk) == _SPOOL_CHUNK:
+        pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
+        chunk = []
+    pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
+  return path
+
+
+def _read_spool(path: str) -> Iterator[tuple[int, dict]]:
+  """Yields a spool file's records chunk by chunk, then deletes it."""
+  try:
+    with open(path, 'rb') as f:
+      while True:
+        try:
+          chunk = pickle.load(f)
+        except EOFError:
+          break
+        yield from chunk
+  finally:
+    os.remove(path)
 
 
 def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
                   num_emotions: int) -> Iterator[tuple[int, dict]]:
   """Decodes one video into keyed per-frame records (see VideoFrameBuilder)."""
-  tracker = face.FaceTracker(face.make_detector(config.detector),
-                             config.max_gap)
+  tracker = face.FaceTracker(
+      None if spec.aligned else face.make_detector(config.detector),
+      config.max_gap, spec.pick, config.detect_every)
+  landmarker = face.make_landmarker(config.landmarks)
   no_emotions = np.zeros(num_emotions, np.float32)
   no_landmarks = np.zeros((F.NUM_LANDMARKS, 2), np.float32)
+  blank = np.zeros((config.image_size, config.image_size, 3), np.uint8)
   num_frames = kept = 0
-  frames = video_lib.iter_frames(spec.path)
+  if spec.images is not None:
+    frames = video_lib.iter_images(spec.images, spec.fps)
+  else:
+    frames = video_lib.iter_frames(spec.path)
   if config.skip_broken:
     frames = _until_broken(frames, spec.path)
   for frame in frames:
@@ -283,16 +354,29 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
     labels = spec.labels(frame.index, frame.time)
     if labels is None:
       continue
-    box, has_face = tracker(frame.image, labels.box)
-    crop = face.crop_face(frame.image, box, config.image_size,
-                          config.margin if box is not None else 0.0)
-    landmarks = (no_landmarks if labels.landmarks is None else
-                 crop.to_crop(labels.landmarks))
+    box, has_face, margin = None, False, 0.0
+    if frame.image is not None:
+      h, w = frame.image.shape[:2]
+      box, has_face = tracker(
+          frame.image,
+          np.array([0, 0, h, w], np.float32) if spec.aligned else labels.box)
+      margin = 0.0 if spec.aligned or box is None else config.margin
+    if frame.image is None:
+      crop = None
+    else:
+      crop = face.crop_face(frame.image, box, config.image_size, margin)
+    if labels.landmarks is not None and crop is not None:
+      landmarks = crop.to_crop(labels.landmarks)
+    elif landmarker is not None and has_face and box is not None:
+      landmarks = crop.to_crop(landmarker(frame.image, box))
+    else:
+      landmarks = no_landmarks
     emotions = (no_emotions if labels.emotions is None else
                 np.asarray(labels.emotions, np.float32))
     kept += 1
     yield record_key(ordinal, frame.index), {
-        F.RECORD_IMAGE: encode_jpeg(crop.image, config.jpeg_quality),
+        F.RECORD_IMAGE: encode_jpeg(blank if crop is None else crop.image,
+                                    config.jpeg_quality),
         F.RECORD_VALENCE: np.float32(labels.valence),
         F.RECORD_AROUSAL: np.float32(labels.arousal),
         F.RECORD_EMOTIONS: emotions,

@@ -2,16 +2,19 @@
 
   for frame in iter_frames('clip.mp4'):
     frame.index, frame.time, frame.image  # int, seconds, uint8 [H, W, 3]
+  for frame in iter_images(['f/00000.png', None, 'f/00002.png'], fps=25):
+    ...  # The same for a folder of frames; None: a frame without an image.
 
 Frames are streamed: a five-minute 640x480 video is never held in memory.
 """
 
 import dataclasses
 import os
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import av
 import numpy as np
+from PIL import Image
 
 from affect_jax.errors import AffectJaxError
 
@@ -23,11 +26,12 @@ class Frame:
   Attributes:
     index: 0-based position in decode (presentation) order.
     time: presentation time in seconds from the start of the stream.
-    image: uint8 [H, W, 3] RGB.
+    image: uint8 [H, W, 3] RGB; None for a frame of an image sequence that
+      has no image (e.g. Aff-Wild2's aligner found no face there).
   """
   index: int
   time: float
-  image: np.ndarray
+  image: np.ndarray | None
 
 
 def iter_frames(path: str) -> Iterator[Frame]:
@@ -129,3 +133,54 @@ def write_video(path: str, images: Iterable[np.ndarray], fps: float,
       n += 1
     container.mux(stream.encode())
   return n
+
+
+def read_image(path: str) -> np.ndarray:
+  """uint8 [H, W, 3] RGB of an image file (any PIL format, grey expanded).
+
+  Raises:
+    AffectJaxError: the file is missing or cannot be decoded, naming it.
+  """
+  if not os.path.isfile(path):
+    raise AffectJaxError(f'Image {path} does not exist; check --manual_dir '
+                         'and the layout in DATA_FORMATS.md.')
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('RGB'))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise AffectJaxError(
+        f'Cannot decode image {path}: {e}. The file is corrupt or truncated; '
+        're-copy or re-extract it.') from e
+
+
+def iter_images(paths: Sequence[str | None], fps: float) -> Iterator[Frame]:
+  """Yields frame i of an image sequence: `paths[i]`, at time i / fps.
+
+  Args:
+    paths: one image file per frame, in order; None where the frame has no
+      image (yielded with image=None).
+    fps: the frame rate the images were extracted at.
+
+  Raises:
+    AffectJaxError: as `read_image`.
+  """
+  for index, path in enumerate(paths):
+    yield Frame(index, index / fps,
+                None if path is None else read_image(path))
+
+
+def probe_images(paths: Sequence[str | None]) -> None:
+  """Checks that every image exists and that the first one decodes.
+
+  Raises:
+    AffectJaxError: naming the first missing file, or as `read_image`.
+  """
+  present = [p for p in paths if p is not None]
+  if not present:
+    raise AffectJaxError('An image sequence without any image; check the '
+                         'layout in DATA_FORMATS.md.')
+  for path in present:
+    if not os.path.isfile(path):
+      raise AffectJaxError(f'Image {path} does not exist; check --manual_dir '
+                           'and the layout in DATA_FORMATS.md.')
+  read_image(present[0])
