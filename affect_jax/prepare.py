@@ -6,9 +6,19 @@
 
 (The `tfds build` CLI imports TensorFlow; this goes through the TFDS Python
 API instead.) `--dataset` takes a builder name, optionally with its config
-(`synthetic_faces/tiny`).
+(`synthetic_faces/tiny`). Face options of the video builders override the
+named config:
+
+  python -m affect_jax.prepare --dataset=recola --manual_dir=DIR \
+      --face_detector=haar --image_size=112
+
+and change the config's name to say so (`default-detector_haar-image_size_112`:
+use that as `--config.dataset.builder_config` when training), so records
+built with other options never mix. `--num_workers` and `--skip_broken` do
+not change the name.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -26,7 +36,25 @@ flags.DEFINE_string('manual_dir', None,
 flags.DEFINE_string('data_dir', None,
                     'Where to write records (default $TFDS_DATA_DIR or '
                     '~/tensorflow_datasets).')
+flags.DEFINE_enum('face_detector', None, ['dlib', 'haar', 'none'],
+                  'Face detector (default: the config\'s, dlib).')
+flags.DEFINE_enum('landmarks', None, ['dlib', 'none'],
+                  'Landmarks where the dataset ships none (default: dlib).')
+flags.DEFINE_integer('image_size', None, 'Side of the stored face crops.')
+flags.DEFINE_float('margin', None, 'Context around the face box, fraction '
+                   'of its side on each side.')
+flags.DEFINE_integer('detect_every', None,
+                     'Run the detector on every N-th frame only.')
+flags.DEFINE_integer('num_workers', None,
+                     'Videos decoded in parallel (worker processes).')
+flags.DEFINE_bool('skip_broken', None, 'Leave out videos that cannot be '
+                  'decoded, with a warning, instead of stopping.')
 flags.mark_flag_as_required('dataset')
+
+# Options that change the records, and so the config's name (the others
+# only change how they are made).
+_CONTENT_OPTIONS = ('detector', 'landmarks', 'image_size', 'margin',
+                    'detect_every')
 
 
 def available() -> list[str]:
@@ -34,25 +62,64 @@ def available() -> list[str]:
   return tfds_builders.register_all()
 
 
-def prepare(dataset: str, data_dir: str | None, manual_dir: str | None):
-  """Builds `dataset` (name[/config]) into `data_dir`; returns the builder."""
+def _builder(dataset: str, data_dir: str, options: dict):
+  """The TFDS builder of `dataset` (name[/config]) with `options` applied."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  name, _, config_name = dataset.partition('/')
+  if not options:
+    return tfds.builder(dataset, data_dir=data_dir)
+  cls = tfds.builder_cls(name)
+  configs = {c.name: c for c in cls.BUILDER_CONFIGS}
+  base = configs.get(config_name or next(iter(configs), None))
+  if base is None:
+    raise AffectJaxError(f'{name} has no config {config_name!r}; it has '
+                         f'{sorted(configs)}.')
+  fields = ({f.name for f in dataclasses.fields(base)} -
+            {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)})
+  unknown = sorted(set(options) - fields)
+  if unknown:
+    raise AffectJaxError(f'{name} takes no option {unknown}; its options: '
+                         f'{sorted(fields)}.')
+  changed = {k: v for k, v in options.items() if getattr(base, k) != v}
+  suffix = ''.join(f'-{k}_{changed[k]}' for k in _CONTENT_OPTIONS
+                   if k in changed)
+  if suffix:
+    config = dataclasses.replace(base, name=base.name + suffix, **changed)
+    return cls(data_dir=data_dir, config=config)
+  builder = cls(data_dir=data_dir, config=base.name)
+  # Same records, same name: only how they are made changes.
+  builder._builder_config = dataclasses.replace(base, **changed)  # pylint: disable=protected-access
+  return builder
+
+
+def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
+            **options):
+  """Builds `dataset` (name[/config]) into `data_dir`; returns the builder.
+
+  Args:
+    dataset: builder name, optionally with a config name.
+    data_dir: where records go (default $TFDS_DATA_DIR or
+      ~/tensorflow_datasets).
+    manual_dir: the user's copy of the dataset.
+    **options: overrides of config fields (detector, image_size, ...; None
+      values are ignored).
+  """
   names = available()
   name = dataset.split('/')[0]
   if name not in names:
     raise AffectJaxError(
-        f'No builder for dataset {name!r} yet; available: {names}. The '
-        'builders for aff_wild2, afew_va, afew, affectnet and frame_list '
-        'are being added (issue #5).')
+        f'No builder for dataset {name!r}; available: {names}.')
   data_dir = os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
                                 or '~/tensorflow_datasets')
-  builder = tfds.builder(dataset, data_dir=data_dir)
+  builder = _builder(dataset, data_dir,
+                     {k: v for k, v in options.items() if v is not None})
   config = None
   if manual_dir:
     if not os.path.isdir(manual_dir):
       raise AffectJaxError(
           f'--manual_dir={manual_dir!r} is not a folder; point it at your '
           f'copy of {name} in the layout of DATA_FORMATS.md.')
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   t0 = time.time()
   builder.download_and_prepare(download_config=config)
@@ -65,7 +132,11 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None):
 def main(argv):
   del argv
   try:
-    prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir)
+    prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir,
+            detector=FLAGS.face_detector, landmarks=FLAGS.landmarks,
+            image_size=FLAGS.image_size, margin=FLAGS.margin,
+            detect_every=FLAGS.detect_every, num_workers=FLAGS.num_workers,
+            skip_broken=FLAGS.skip_broken)
   except AffectJaxError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

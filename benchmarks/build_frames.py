@@ -5,8 +5,9 @@
 Writes one synthetic RealEyes-layout video (`realeyes_layout`), then times
 each stage of `tfds_builders.core.builder.video_records` on it: decoding
 alone (PyAV, thread_type='AUTO'), then decode + crop + JPEG with the 'none'
-detector (whole frame) and with the OpenCV Haar detector. Record writing
-(array_record) is not included; it is small next to these.
+detector (whole frame), with the dlib HOG detector (default) and its 68
+landmarks, with dlib on every 5th frame, and with OpenCV's Haar cascade.
+Record writing (array_record) is not included; it is small next to these.
 """
 
 import argparse
@@ -43,8 +44,13 @@ def main():
     n = sum(1 for _ in core.iter_frames(path))
     rows.append(('decode only', n, time.perf_counter() - t, ''))
 
-    for detector in ('none', 'haar'):
+    for detector, landmarks, every in (('none', 'none', 1),
+                                       ('dlib', 'none', 1),
+                                       ('dlib', 'dlib', 1),
+                                       ('dlib', 'dlib', 5),
+                                       ('haar', 'none', 1)):
       config = core.VideoFrameConfig(name='b', detector=detector,
+                                     landmarks=landmarks, detect_every=every,
                                      image_size=args.image_size)
       spec = core.VideoSpec(vid, 's', path,
                             lambda i, t: core.FrameLabels())
@@ -52,15 +58,19 @@ def main():
       records = [r for _, r in builder_lib.video_records(spec, 0, config, 8)]
       dt = time.perf_counter() - t
       faces = np.mean([bool(r['has_face']) for r in records])
-      rows.append((f'decode+crop+jpeg, detector={detector}', len(records), dt,
-                   f'{faces:.0%}'))
+      name = f'decode+crop+jpeg, detector={detector}'
+      if landmarks != 'none':
+        name += '+landmarks'
+      if every > 1:
+        name += f' every {every}'
+      rows.append((name, len(records), dt, f'{faces:.0%}'))
 
   print(f'{args.width}x{args.height} video, {args.frames} frames, crops '
         f'{args.image_size}px, {os.cpu_count()} CPUs')
-  print(f'{"stage":40s} {"frames":>7s} {"s":>7s} {"frames/s":>9s} '
+  print(f'{"stage":50s} {"frames":>7s} {"s":>7s} {"frames/s":>9s} '
         f'{"has_face":>9s}')
   for name, n, dt, faces in rows:
-    print(f'{name:40s} {n:7d} {dt:7.2f} {n / dt:9.1f} {faces:>9s}')
+    print(f'{name:50s} {n:7d} {dt:7.2f} {n / dt:9.1f} {faces:>9s}')
 
 
 if __name__ == '__main__':

@@ -221,7 +221,7 @@ class AffWild(core.VideoFrameBuilder):
       'landmarks/ of the Aff-Wild release in manual_dir (DATA_FORMATS.md).')
   BUILDER_CONFIGS = [
       AffWildConfig(name='default', description=(
-          'Shipped boxes, else Haar face crops, 170x170; 10% of train '
+          'Shipped boxes, else dlib face crops, 170x170; 10% of train '
           'videos as validation.')),
       AffWildConfig(name='whole_frame', detector='none',
                     description='Whole frames (or shipped boxes), 170x170.'),

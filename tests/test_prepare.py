@@ -1,0 +1,64 @@
+"""`python -m affect_jax.prepare` options: overrides, names, errors."""
+
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from affect_jax import input_pipeline
+from affect_jax import prepare
+from affect_jax.errors import AffectJaxError
+from tfds_builders.synthetic_faces import realeyes_layout
+
+
+@pytest.fixture(scope='module')
+def copy_dir(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('realeyes_copy'))
+  realeyes_layout.write_realeyes_layout(root, num_subjects=2,
+                                        frames_per_video=4, height=48,
+                                        width=64)
+  return root
+
+
+def test_face_options_rename_the_config_and_load(copy_dir, tmp_path):
+  builder = prepare.prepare('realeyes', str(tmp_path), copy_dir,
+                            detector='none', landmarks='none', image_size=24,
+                            num_workers=None)
+  name = 'default-detector_none-landmarks_none-image_size_24'
+  assert builder.builder_config.name == name
+  cfg = ml_collections.ConfigDict(dict(
+      name='realeyes', builder_config=name, data_dir=str(tmp_path),
+      build_if_missing=False))
+  split = input_pipeline.load_split(cfg, 'train')
+  assert split.source[0]['image'][:2] == b'\xff\xd8'  # JPEG.
+  assert builder.info.metadata['image_size'] == 24
+
+
+def test_run_options_keep_the_name(copy_dir, tmp_path):
+  builder = prepare.prepare('realeyes/whole_frame', str(tmp_path), copy_dir,
+                            landmarks='none', skip_broken=True)
+  assert builder.builder_config.name == 'whole_frame-landmarks_none'
+  assert builder.builder_config.skip_broken
+
+
+def test_unknown_option_and_dataset(copy_dir, tmp_path):
+  with pytest.raises(AffectJaxError, match=r"synthetic_faces takes no option "
+                     r"\['detector'\]"):
+    prepare.prepare('synthetic_faces/tiny', str(tmp_path), None,
+                    detector='haar')
+  with pytest.raises(AffectJaxError, match="No builder for dataset 'nope'"):
+    prepare.prepare('nope', str(tmp_path), copy_dir)
+  with pytest.raises(AffectJaxError, match='has no config'):
+    prepare.prepare('realeyes/nope', str(tmp_path), copy_dir, image_size=32)
+
+
+def test_cli_reports_one_line_error(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.prepare', '--dataset=recola',
+       f'--manual_dir={tmp_path / "missing"}', f'--data_dir={tmp_path}',
+       '--face_detector=haar'],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert 'missing' in result.stderr
