@@ -158,6 +158,99 @@ def test_missing_label_rows_error_or_skip(manual_dir, tmp_path):
   assert frames == [i for i in range(FRAMES) if i != 5]
 
 
+ANNOTATORS = ('ann_a', 'ann_b', 'ann_c')
+PARTIAL = 's0001_v00'  # Labelled by ann_a and ann_b only.
+
+
+def _votes(annotator: int) -> np.ndarray:
+  """[FRAMES, 8] 0/1 of annotator j: emotion e at frame i iff (i+e)%(j+2)==0."""
+  i, e = np.ogrid[:FRAMES, :len(F.REALEYES_EMOTIONS)]
+  return ((i + e) % (annotator + 2) == 0).astype(np.float32)
+
+
+def _to_annotator_folders(manual_dir, root):
+  """A copy of manual_dir with labels/<annotator>/<video>.csv instead."""
+  root = shutil.copytree(manual_dir, root)
+  for path in (root / 'labels').iterdir():
+    vid = path.stem
+    path.unlink()
+    for j, name in enumerate(ANNOTATORS):
+      if vid == PARTIAL and name == 'ann_c':
+        continue
+      os.makedirs(root / 'labels' / name, exist_ok=True)
+      realeyes_layout.write_labels(str(root / 'labels' / name / f'{vid}.csv'),
+                                   _votes(j))
+  return root
+
+
+def _emotions_by_video(builder):
+  out = {}
+  for split in builder.info.splits:
+    source = builder.as_data_source(split)
+    for r in source.__getitems__(list(range(len(source)))):
+      out.setdefault(r[F.RECORD_VIDEO_ID].decode(), []).append(
+          r[F.RECORD_EMOTIONS])
+  return {k: np.stack(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope='module')
+def annotator_copy(manual_dir, tmp_path_factory):
+  return _to_annotator_folders(manual_dir,
+                               tmp_path_factory.mktemp('ann') / 'copy')
+
+
+@pytest.mark.parametrize('fusion', ['union', 'majority'])
+def test_annotator_folders_fused(annotator_copy, tmp_path, fusion):
+  emotions = _emotions_by_video(_build_error(str(annotator_copy), tmp_path,
+                                             annotator_fusion=fusion))
+  assert sorted(emotions) == sorted([BLANK, PARTIAL, 's0000_v00',
+                                     's0002_v00'])
+  full, partial = emotions['s0000_v00'], emotions[PARTIAL]
+  assert full.shape == partial.shape == (FRAMES, 8)
+  # (frame, emotion): votes of ann_a, ann_b, ann_c -> union, majority.
+  #   (0, 0): 1 1 1 -> 1 1    (1, 1): 1 0 0 -> 1 0    (2, 2): 1 0 1 -> 1 1
+  #   (1, 2): 0 1 0 -> 1 0    (0, 1): 0 0 0 -> 0 0
+  expected = {'union': {(0, 0): 1, (1, 1): 1, (2, 2): 1, (1, 2): 1,
+                        (0, 1): 0},
+              'majority': {(0, 0): 1, (1, 1): 0, (2, 2): 1, (1, 2): 0,
+                           (0, 1): 0}}[fusion]
+  for (i, e), value in expected.items():
+    assert full[i, e] == value, (i, e)
+  # PARTIAL has two annotators: a majority needs both, a tie is not set.
+  #   (0, 0): 1 1 -> 1 1    (2, 0): 1 0 -> 1 0    (2, 2): 1 0 -> 1 0
+  expected = {'union': {(0, 0): 1, (2, 0): 1, (2, 2): 1},
+              'majority': {(0, 0): 1, (2, 0): 0, (2, 2): 0}}[fusion]
+  for (i, e), value in expected.items():
+    assert partial[i, e] == value, (i, e)
+  votes = np.stack([_votes(j) for j in range(3)])
+  if fusion == 'union':
+    np.testing.assert_array_equal(full, votes.max(axis=0))
+    np.testing.assert_array_equal(partial, votes[:2].max(axis=0))
+  else:
+    np.testing.assert_array_equal(full, votes.sum(axis=0) >= 2)
+    np.testing.assert_array_equal(partial, votes[:2].min(axis=0))
+
+
+def test_annotator_folder_errors(annotator_copy, tmp_path):
+  root = shutil.copytree(annotator_copy, tmp_path / 'copy')
+  first = root / 'labels' / 'ann_a' / 's0002_v00.csv'
+  other = root / 'labels' / 'ann_b' / 's0002_v00.csv'
+  other.write_text('\n'.join(other.read_text().splitlines()[:-1]) + '\n')
+  with pytest.raises(AffectJaxError,
+                     match=f'{first} has {FRAMES} frame rows and {other} has '
+                     f'{FRAMES - 1}'):
+    _build_error(str(root), tmp_path / 'a')
+  for name in ANNOTATORS:
+    (root / 'labels' / name / 's0002_v00.csv').unlink(missing_ok=True)
+  with pytest.raises(AffectJaxError, match='has s0002_v00.csv; add'):
+    _build_error(str(root), tmp_path / 'b')
+  (root / 'labels' / 's0002_v00.csv').write_text('frame\n')
+  with pytest.raises(AffectJaxError, match='both annotator folders'):
+    _build_error(str(root), tmp_path / 'c')
+  with pytest.raises(AffectJaxError, match="annotator_fusion='vote'"):
+    _build_error(str(root), tmp_path / 'd', annotator_fusion='vote')
+
+
 def test_split_by_subject_hash_is_stable_and_proportional():
   subjects = [f'p{i}' for i in range(50)]
   split = realeyes.split_subjects(subjects, 0.2, 0.1)

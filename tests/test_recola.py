@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from affect_jax import features as F
 from affect_jax import input_pipeline
 from affect_jax.errors import AffectJaxError
+from tfds_builders.core import annotations
 from tfds_builders.core import video as video_lib
 from tfds_builders.recola import recola
 
@@ -27,6 +28,30 @@ def _gold(rec: str, dim: str) -> np.ndarray:
           np.arange(ROWS)).round(6)
 
 
+def _raters(rec: str, dim: str) -> np.ndarray:
+  """[ROWS, 6] ratings: FM3 and FF1 follow the gold standard closely, FM1
+  and FF3 with large wiggles, FM2 and FF2 are noise uncorrelated with it."""
+  g = _gold(rec, dim)
+  wiggle = 0.015 * np.resize([1, -1, -1, 1], ROWS)
+  noise = 0.3 * np.resize([1, -1], ROWS), 0.3 * np.resize([1, 1, -1, -1],
+                                                         ROWS)
+  return np.stack([g + 4 * wiggle, noise[0], g, 0.5 * g + 0.5 * wiggle,
+                   noise[1], g - 3 * wiggle], axis=1).round(6)
+
+
+# Raters of _raters in order of agreement: the correlated four, then noise.
+CORRELATED = [0, 2, 3, 5]  # FM1, FM3, FF1, FF3.
+TOP_TWO = [2, 3]  # FM3, FF1.
+
+
+def _write_raters(path, values):
+  lines = ['time;FM1 ;FM2 ;FM3 ;FF1 ;FF2 ;FF3']
+  lines += [f'{r * 0.04:.2f};' + ';'.join(f'{v:.6f}' for v in row)
+            for r, row in enumerate(values)]
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
 def _write_arff(path, rec, values):
   lines = ['@relation GOLDSTANDARD', '@attribute Instance_name string',
            '@attribute frameTime numeric', '@attribute GoldStandard numeric',
@@ -38,9 +63,9 @@ def _write_arff(path, rec, values):
 
 def _write_copy(root, videos=VIDEOS, labelled=VIDEOS):
   os.makedirs(os.path.join(root, 'recordings_video'), exist_ok=True)
-  for dim in ('arousal', 'valence'):
-    os.makedirs(os.path.join(root, 'ratings_gold_standard', dim),
-                exist_ok=True)
+  for folder in ('ratings_gold_standard', 'ratings_individual'):
+    for dim in ('arousal', 'valence'):
+      os.makedirs(os.path.join(root, folder, dim), exist_ok=True)
   for rec, (fps, n) in videos.items():
     rng = np.random.default_rng(len(rec))
     video_lib.write_video(
@@ -50,6 +75,8 @@ def _write_copy(root, videos=VIDEOS, labelled=VIDEOS):
     for dim in ('arousal', 'valence'):
       _write_arff(os.path.join(root, 'ratings_gold_standard', dim,
                                f'{rec}.arff'), rec, _gold(rec, dim))
+      _write_raters(os.path.join(root, 'ratings_individual', dim,
+                                 f'{rec}.csv'), _raters(rec, dim))
   return root
 
 
@@ -108,7 +135,7 @@ def test_labels_matched_by_time(built):
 
 
 def test_match_by_time_nearest_and_ties():
-  gold = recola.GoldStandard('x.arff', np.arange(3) * 0.04,
+  gold = recola.LabelTrack('x.arff', np.arange(3) * 0.04,
                              np.array([0., 1., 3.], np.float32), 8)
   assert recola.match_by_time(gold, 0.015) == 0.0
   assert recola.match_by_time(gold, 0.025) == 1.0
@@ -125,9 +152,10 @@ def test_test_split_only_with_labels(tmp_path):
                                                                'train']
 
 
-def _corrupt(copy_dir, tmp_path, rec, dim, edit):
+def _corrupt(copy_dir, tmp_path, rec, dim, edit,
+             file='ratings_gold_standard/{dim}/{rec}.arff'):
   root = shutil.copytree(copy_dir, tmp_path / 'copy')
-  path = root / 'ratings_gold_standard' / dim / f'{rec}.arff'
+  path = root / file.format(dim=dim, rec=rec)
   path.write_text(edit(path.read_text()))
   return root, str(path)
 
@@ -161,8 +189,114 @@ def test_truncated_arff_is_an_error(copy_dir, tmp_path):
   valence.write_text(truncate(valence.read_text()))
   # Both truncated: the video runs past the labels.
   with pytest.raises(AffectJaxError,
-                     match=f'ends at 0.20s \\({path} line 11\\).*truncated'):
+                     match=f'end at 0.20s \\({path} line 11\\).*truncated'):
     _build(root, tmp_path / 'out2')
+
+
+def _reference_fusion(ratings, k):
+  """np.corrcoef ranking: mean correlation with the other raters."""
+  corr = np.corrcoef(ratings.T)
+  agreement = (corr.sum(axis=1) - 1) / (ratings.shape[1] - 1)
+  chosen = np.argsort(-agreement, kind='stable')[:k]
+  return ratings[:, chosen].mean(axis=1), chosen
+
+
+def test_fuse_raters_averages_the_most_correlated():
+  for rec, dim in (('train_1', 'arousal'), ('dev_1', 'valence')):
+    ratings = _raters(rec, dim)
+    for k, expected in ((4, CORRELATED), (2, TOP_TWO), (6, range(6))):
+      fused, chosen = annotations.fuse_raters(ratings, k)
+      assert sorted(chosen) == list(expected)
+      want, want_chosen = _reference_fusion(ratings, k)
+      assert list(chosen) == list(want_chosen)
+      np.testing.assert_allclose(fused, want, atol=1e-6)
+      np.testing.assert_allclose(fused, ratings[:, expected].mean(axis=1),
+                                 atol=1e-6)
+  # A rater who never moves has no correlation: it ranks last.
+  ratings = _raters('train_1', 'arousal')
+  ratings[:, 2] = 0.25
+  with np.errstate(all='raise'):
+    fused, chosen = annotations.fuse_raters(ratings, 6)
+  assert chosen[-1] == 2
+  np.testing.assert_allclose(fused, ratings.mean(axis=1), atol=1e-6)
+  with pytest.raises(AffectJaxError, match='k=7 raters out of range'):
+    annotations.fuse_raters(ratings, 7)
+
+
+@pytest.fixture(scope='module')
+def built_raters(copy_dir, tmp_path_factory):
+  out = {}
+  for k in (4, 2):
+    builder = _build(copy_dir, tmp_path_factory.mktemp(f'recola_r{k}'),
+                     labels='raters', num_raters=k)
+    out[k] = {s: input_pipeline.index_split(builder.as_data_source(s), s, ())
+              for s in builder.info.splits}
+  return out
+
+
+def test_rater_labels_fused_and_matched_by_time(built_raters):
+  for k, raters in ((4, CORRELATED), (2, TOP_TWO)):
+    splits = built_raters[k]
+    for name, split in (('train_1', splits['train']),
+                        ('dev_1', splits['validation'])):
+      start = split.starts[split.video_ids.index(name)]
+      for i in (0, 3, 9):  # 25 fps: frame i is exactly row i.
+        for dim in ('arousal', 'valence'):
+          assert getattr(split, dim)[start + i] == pytest.approx(
+              _raters(name, dim)[i, raters].mean(), abs=1e-6)
+    # 50 fps: odd frames are half-way between rows -> mean of the fused rows.
+    train = splits['train']
+    fused = _raters('train_2', 'arousal')[:, raters].mean(axis=1)
+    assert train.arousal[train.starts[1] + 5] == pytest.approx(
+        (fused[2] + fused[3]) / 2, abs=1e-6)
+  # The number of raters changes the labels (the gold standard is unused).
+  assert not np.allclose(built_raters[4]['train'].arousal,
+                         built_raters[2]['train'].arousal)
+
+
+def test_rater_file_errors_name_file_and_line(copy_dir, tmp_path):
+  csv = 'ratings_individual/{dim}/{rec}.csv'
+  root, path = _corrupt(copy_dir, tmp_path / 'a', 'dev_1', 'valence',
+                        lambda s: s.replace('FF2 ', 'FF4 '), csv)
+  with pytest.raises(AffectJaxError,
+                     match=f'{path} line 1: header must be "time;FM1 ;'):
+    _build(root, tmp_path / 'oa', labels='raters')
+
+  def truncate_row(text):
+    lines = text.splitlines()
+    lines[4] = ';'.join(lines[4].split(';')[:4])  # The row of 0.12 s.
+    return '\n'.join(lines)
+  root, path = _corrupt(copy_dir, tmp_path / 'b', 'train_2', 'arousal',
+                        truncate_row, csv)
+  with pytest.raises(AffectJaxError,
+                     match=f'{path} line 5: 4 fields instead of 7'):
+    _build(root, tmp_path / 'ob', labels='raters')
+
+
+@pytest.mark.parametrize('cell, error', [
+    ('abc', "FF1 'abc' is not a number"),
+    ('nan', 'FF1 is nan'),
+    ('1.5', r'FF1 1.5 is outside \[-1, 1\]'),
+])
+def test_read_raters_rejects_bad_cells(tmp_path, cell, error):
+  path = tmp_path / 'dev_1.csv'
+  _write_raters(path, _raters('dev_1', 'arousal'))
+  lines = path.read_text().splitlines()
+  cells = lines[3].split(';')
+  cells[4] = cell
+  lines[3] = ';'.join(cells)
+  path.write_text('\n'.join(lines))
+  with pytest.raises(AffectJaxError, match=f'{path} line 4: {error}'):
+    recola.read_raters(str(path))
+  with pytest.raises(AffectJaxError, match='missing.*ratings_individual'):
+    recola.read_raters(str(tmp_path / 'nope.csv'))
+
+
+def test_bad_label_config_is_an_error(tmp_path):
+  with pytest.raises(AffectJaxError, match="labels='rater'"):
+    _build(tmp_path, tmp_path / 'a', labels='rater')
+  with pytest.raises(AffectJaxError, match='num_raters=7; use 1 to 6'):
+    _build(tmp_path, tmp_path / 'b', labels='raters', num_raters=7)
 
 
 def test_missing_recordings_folder(tmp_path):

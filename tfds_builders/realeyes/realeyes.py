@@ -7,6 +7,8 @@ it by `python -m tfds_builders.synthetic_faces.realeyes_layout OUT_DIR`):
   subjects.csv            video_id,subject_id
   labels/<video_id>.csv   frame,neutral,happy,surprise,disgust,contempt,
                           confusion,empathy,other   (0/1 per frame)
+  or, one folder per annotator (same columns):
+  labels/<annotator_id>/<video_id>.csv
 
   python -m affect_jax.prepare --dataset=realeyes --manual_dir=DIR \
       --data_dir=OUT
@@ -18,6 +20,13 @@ file order) and the first `round(validation_fraction * n)` go to
 RealEyes protocol is 80/20 train/validation), the rest to 'train'. Each
 non-zero fraction gets at least one subject. Labels are matched to decoded
 frames by frame index; valence and arousal are NaN (the layout has none).
+
+With annotator folders, a video's labels fuse the files of the annotators
+who have one for it (the others did not label that video), by the config's
+`annotator_fusion`: 'union' (default; an emotion is set where any annotator
+set it) or 'majority' (where strictly more than half of them did; a tie is
+not set). The files of one video must list the same frames. A labels/ folder
+holding both annotator folders and .csv files is an error.
 """
 
 import csv
@@ -32,6 +41,7 @@ import tensorflow_datasets as tfds
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
+from tfds_builders.core import annotations
 
 _HEADER = ('frame',) + F.REALEYES_EMOTIONS
 
@@ -44,10 +54,13 @@ class RealEyesConfig(core.VideoFrameConfig):
     validation_fraction, test_fraction: of the subjects (see module doc).
     missing_labels: 'error' (default) raises when a decoded frame has no
       label row; 'skip' drops such frames with a warning.
+    annotator_fusion: 'union' or 'majority' of the annotators' labels, with
+      one label folder per annotator (see module doc); unused otherwise.
   """
   validation_fraction: float = 0.2
   test_fraction: float = 0.0
   missing_labels: str = 'error'
+  annotator_fusion: str = 'union'
 
 
 def split_subjects(subjects: list[str], validation_fraction: float,
@@ -134,14 +147,76 @@ def read_labels(path: str) -> dict[int, np.ndarray]:
   return out
 
 
+def list_annotators(label_dir: str) -> list[str] | None:
+  """The annotator folders of labels/, or None for one file per video."""
+  if not os.path.isdir(label_dir):
+    return None  # read_labels names the missing file.
+  entries = [e for e in os.listdir(label_dir) if not e.startswith('.')]
+  folders = sorted(e for e in entries
+                   if os.path.isdir(os.path.join(label_dir, e)))
+  files = sorted(e for e in entries if e.endswith('.csv'))
+  if folders and files:
+    raise AffectJaxError(
+        f'{label_dir} holds both annotator folders (e.g. {folders[0]}/) and '
+        f'label files (e.g. {files[0]}); use one layout, labels/<video_id>.csv '
+        'or labels/<annotator_id>/<video_id>.csv (docs/datasets.md).')
+  return folders or None
+
+
+def read_annotator_labels(label_dir: str, annotators: list[str],
+                          video_id: str, fusion: str
+                          ) -> tuple[list[str], dict[int, np.ndarray]]:
+  """Fuses labels/<annotator>/<video_id>.csv of the annotators who have it.
+
+  Args:
+    label_dir: the labels/ folder.
+    annotators: its annotator folders (`list_annotators`).
+    video_id: the video.
+    fusion: 'union' or 'majority' (`core.annotations.fuse_multilabel`).
+
+  Returns:
+    The files read, and {frame: float32 [8] fused multi-hot}.
+
+  Raises:
+    AffectJaxError: no annotator has the video, a malformed file, or two
+      files of the video that list different frames (naming both).
+  """
+  paths = [os.path.join(label_dir, a, f'{video_id}.csv') for a in annotators]
+  paths = [p for p in paths if os.path.isfile(p)]
+  if not paths:
+    raise AffectJaxError(
+        f'No annotator folder of {label_dir} ({", ".join(annotators[:3])}'
+        f'{", ..." if len(annotators) > 3 else ""}) has {video_id}.csv; add '
+        'the labels or remove the video from subjects.csv.')
+  per_file = [read_labels(p) for p in paths]
+  frames = sorted(per_file[0])
+  for path, labels in zip(paths[1:], per_file[1:]):
+    if sorted(labels) != frames:
+      only = sorted(set(labels) ^ set(frames))
+      raise AffectJaxError(
+          f'{paths[0]} has {len(frames)} frame rows and {path} has '
+          f'{len(labels)}, with different frames (e.g. frame {only[0]} is in '
+          'only one); annotators of one video must label the same frames, '
+          'fix or remove one of the files.')
+  stacked = np.array([[labels[f] for f in frames] for labels in per_file],
+                     np.float32).reshape(len(paths), len(frames),
+                                         len(F.REALEYES_EMOTIONS))
+  fused = annotations.fuse_multilabel(stacked, fusion)
+  return paths, dict(zip(frames, fused))
+
+
 class _Labels:
   """Label lookup by frame index for one video (see core.LabelLookup).
 
   A class rather than a closure so that it pickles to build workers.
   """
 
-  def __init__(self, path: str, labels: dict[int, np.ndarray], skip: bool):
-    self.path, self.labels, self.skip = path, labels, skip
+  def __init__(self, paths: list[str], labels: dict[int, np.ndarray],
+               skip: bool):
+    self.labels, self.skip = labels, skip
+    # For messages: the file, or the first of the annotators' files.
+    self.path = paths[0] + (f" (and {len(paths) - 1} other annotators' "
+                            'files)' if len(paths) > 1 else '')
 
   def __call__(self, index: int, time: float) -> core.FrameLabels | None:
     del time  # RealEyes labels are per frame index.
@@ -176,17 +251,31 @@ class RealEyes(core.VideoFrameBuilder):
       '(DATA_FORMATS.md) in manual_dir.')
   BUILDER_CONFIGS = [
       RealEyesConfig(name='default',
-                     description='Haar face crops, 170x170, 80/20 by subject.'),
+                     description='dlib face crops, 170x170, 80/20 by subject.'),
       RealEyesConfig(name='whole_frame', detector='none',
                      description='Whole frames, 170x170, 80/20 by subject.'),
+      RealEyesConfig(name='majority', annotator_fusion='majority',
+                     description='Face crops, 170x170, 80/20 by subject; '
+                     'majority of the annotators (one folder each).'),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'
 
-  def _videos(self, manual_dir: str) -> dict[str, list[core.VideoSpec]]:
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
     c = self.builder_config
     if c.missing_labels not in ('error', 'skip'):
       raise AffectJaxError(f'realeyes config {c.name!r}: missing_labels='
                            f'{c.missing_labels!r}; use "error" or "skip".')
+    if c.annotator_fusion not in annotations.MULTILABEL_FUSIONS:
+      raise AffectJaxError(
+          f'realeyes config {c.name!r}: annotator_fusion='
+          f'{c.annotator_fusion!r}; use one of '
+          f'{annotations.MULTILABEL_FUSIONS}.')
+
+  def _videos(self, manual_dir: str) -> dict[str, list[core.VideoSpec]]:
+    c = self.builder_config
+    label_dir = os.path.join(manual_dir, 'labels')
+    annotators = list_annotators(label_dir)
     subjects = read_subjects(os.path.join(manual_dir, 'subjects.csv'))
     video_dir = os.path.join(manual_dir, 'videos')
     if os.path.isdir(video_dir):
@@ -204,9 +293,13 @@ class RealEyes(core.VideoFrameBuilder):
         raise AffectJaxError(
             f'{path} is missing but subjects.csv lists video {vid!r}; copy '
             'the video or remove its row from subjects.csv.')
-      label_path = os.path.join(manual_dir, 'labels', f'{vid}.csv')
-      labels = _Labels(label_path, read_labels(label_path),
-                       c.missing_labels == 'skip')
+      if annotators:
+        paths, frames = read_annotator_labels(label_dir, annotators, vid,
+                                              c.annotator_fusion)
+      else:
+        paths = [os.path.join(label_dir, f'{vid}.csv')]
+        frames = read_labels(paths[0])
+      labels = _Labels(paths, frames, c.missing_labels == 'skip')
       specs[vid] = core.VideoSpec(vid, subject, path, labels, labels.done)
     split = split_subjects(list(subjects.values()), c.validation_fraction,
                            c.test_fraction)

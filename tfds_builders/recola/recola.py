@@ -4,12 +4,14 @@ Layout of `manual_dir` (DATA_FORMATS.md):
 
   recordings_video/{train,dev,test}_<n>.mp4                 25 fps
   ratings_gold_standard/{arousal,valence}/<split>_<n>.arff  one row / 40 ms
+  ratings_individual/{arousal,valence}/<split>_<n>.csv      one row / 40 ms,
+                                                            six raters
 
   python -m affect_jax.prepare --dataset=recola --manual_dir=DIR --data_dir=OUT
 
 Splits: AVEC's 'train' -> TFDS 'train', 'dev' -> 'validation'. The test
 labels are usually not distributed, so 'test' is written only when every
-test_<n>.mp4 has both gold-standard files; test videos without labels are
+test_<n>.mp4 has both label files; test videos without labels are
 skipped with a log line. As in the AVEC literature, train on 'train', select
 on 'validation' (or a split of train) and report on 'validation' -- say so.
 Every recording is a different person, so the subject id is the recording id.
@@ -17,11 +19,16 @@ Every recording is a different person, so the subject id is the recording id.
 Labels are matched to decoded frames by time: each frame takes the row whose
 frameTime is nearest to its presentation time, and the mean of the two rows
 when it lies half-way between them (kollias2019). A video that runs past its
-last label row by more than `max_unlabelled_s` means a truncated ARFF and
-raises an error naming the file.
+last label row by more than `max_unlabelled_s` means a truncated label file
+and raises an error naming the file.
 
-The per-rater ratings (ratings_individual/) are not read yet; the gold
-standard is AVEC's own fusion of the six raters.
+Labels come from the gold standard (config `labels='gold_standard'`, AVEC's
+own fusion of the six raters) or, with `labels='raters'` (config 'raters'),
+from the individual ratings `time;FM1 ;FM2 ;FM3 ;FF1 ;FF2 ;FF3` fused as
+kollias2019 fused Aff-Wild's annotators: per recording and dimension, the
+mean of the `num_raters` (4) raters with the highest mean Pearson
+correlation with the other raters (`core.annotations.fuse_raters`). Frames
+take the fused rows by time exactly as they take gold-standard rows.
 """
 
 import dataclasses
@@ -34,34 +41,46 @@ import tensorflow_datasets as tfds
 
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
+from tfds_builders.core import annotations
 
 # AVEC 2016 label step; rows are frameTime = 0.00, 0.04, ...
 _STEP = 0.04
 _HEADER = ('@relation', '@attribute instance_name string',
            '@attribute frametime numeric', '@attribute goldstandard numeric',
            '@data')
+_RATERS = ('FM1', 'FM2', 'FM3', 'FF1', 'FF2', 'FF3')
+_RATER_HEADER = 'time;FM1 ;FM2 ;FM3 ;FF1 ;FF2 ;FF3'  # As distributed.
+# config.labels -> (folder, extension) of the label files.
+_LABEL_FILES = {'gold_standard': ('ratings_gold_standard', '.arff'),
+                'raters': ('ratings_individual', '.csv')}
 _SPLITS = {'train': 'train', 'dev': 'validation', 'test': 'test'}
 _VIDEO = re.compile(r'^(train|dev|test)_(\d+)\.mp4$')
 
 
 @dataclasses.dataclass(eq=False)
 class RecolaConfig(core.VideoFrameConfig):
-  """Face-crop settings plus label matching tolerance.
+  """Face-crop settings plus label source and matching tolerance.
 
   Attributes:
     max_unlabelled_s: how far (seconds) a video may run past its last label
       row; frames there are dropped with a warning, beyond it is an error.
+    labels: 'gold_standard' (ratings_gold_standard/*.arff) or 'raters'
+      (ratings_individual/*.csv fused per recording, see module doc).
+    num_raters: with labels='raters', how many of the six raters to average
+      (the most correlated ones), 1..6; 6 is the plain mean.
   """
   max_unlabelled_s: float = 0.1
+  labels: str = 'gold_standard'
+  num_raters: int = 4
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class GoldStandard:
-  """One gold-standard ARFF file.
+class LabelTrack:
+  """One dimension of one recording: a gold-standard file or fused raters.
 
   Attributes:
     path: the file.
-    times: float64 [N] frameTime in seconds, increasing.
+    times: float64 [N] row times in seconds, increasing.
     values: float32 [N] rating.
     last_line: line number of the last data row (for messages).
   """
@@ -71,7 +90,16 @@ class GoldStandard:
   last_line: int
 
 
-def read_arff(path: str, instance: str) -> GoldStandard:
+def _check_time(t: float, times: list[float], column: str) -> None:
+  """Raises ValueError unless `t` is the next row time (every 40 ms from 0)."""
+  if times and t <= times[-1]:
+    raise ValueError(f'{column} {t} does not increase')
+  if abs(t - len(times) * _STEP) > _STEP / 4:
+    raise ValueError(f'{column} {t} instead of {len(times) * _STEP:.2f} '
+                     '(rows every 40 ms; a row is missing or repeated)')
+
+
+def read_arff(path: str, instance: str) -> LabelTrack:
   """Parses an AVEC 2016 gold-standard .arff file (see module doc).
 
   Args:
@@ -113,12 +141,7 @@ def read_arff(path: str, instance: str) -> GoldStandard:
       t, v = float(parts[1]), float(parts[2])
       if not np.isfinite(v):
         raise ValueError('rating is not finite')
-      if times and t <= times[-1]:
-        raise ValueError(f'frameTime {t} does not increase')
-      if abs(t - len(times) * _STEP) > _STEP / 4:
-        raise ValueError(f'frameTime {t} instead of '
-                         f'{len(times) * _STEP:.2f} (rows every 40 ms; a '
-                         'row is missing or repeated)')
+      _check_time(t, times, 'frameTime')
     except ValueError as e:
       raise AffectJaxError(f'{path} line {number}: {e}: "{line}"; fix or '
                            're-copy the file.') from None
@@ -128,21 +151,96 @@ def read_arff(path: str, instance: str) -> GoldStandard:
   if len(header) < len(_HEADER) or not times:
     raise AffectJaxError(f'{path}: no data rows (truncated after line '
                          f'{len(lines)}); re-copy the file.')
-  return GoldStandard(path, np.asarray(times, np.float64),
-                      np.asarray(values, np.float32), last_line)
+  return LabelTrack(path, np.asarray(times, np.float64),
+                    np.asarray(values, np.float32), last_line)
 
 
-def match_by_time(gold: GoldStandard, t: float) -> float:
+def read_raters(path: str) -> tuple[np.ndarray, np.ndarray, int]:
+  """Parses an AVEC 2016 ratings_individual .csv file (see module doc).
+
+  Args:
+    path: the file.
+
+  Returns:
+    times: float64 [N] in seconds (0.00, 0.04, ...).
+    ratings: float32 [N, 6] in [-1, 1], columns FM1 FM2 FM3 FF1 FF2 FF3.
+    last_line: line number of the last data row (for messages).
+
+  Raises:
+    AffectJaxError: missing file, wrong header, wrong column count,
+      non-numeric or NaN cell, rating outside [-1, 1] or irregular times,
+      naming file and line.
+  """
+  if not os.path.isfile(path):
+    raise AffectJaxError(
+        f'Rater file {path} is missing; copy ratings_individual/ from the '
+        "AVEC 2016 release, or build with labels='gold_standard'.")
+  with open(path, encoding='utf-8-sig', errors='replace') as f:
+    lines = f.read().splitlines()
+  names = ('time',) + _RATERS
+  header, times, ratings, last_line = False, [], [], 0
+  for number, raw in enumerate(lines, start=1):
+    line = raw.strip()
+    if not line:
+      continue
+    cells = line.split(';')
+    if not header:
+      if tuple(c.strip() for c in cells) != names:
+        raise AffectJaxError(
+            f'{path} line {number}: header must be "{_RATER_HEADER}" (AVEC '
+            f'2016 individual ratings, DATA_FORMATS.md), got "{line}". Use '
+            'the files as distributed.')
+      header = True
+      continue
+    try:
+      if len(cells) != len(names):
+        raise ValueError(f'{len(cells)} fields instead of {len(names)}')
+      row = []
+      for name, cell in zip(names, cells):
+        try:
+          value = float(cell)
+        except ValueError:
+          raise ValueError(f'{name} {cell.strip()!r} is not a number'
+                           ) from None
+        if not np.isfinite(value):
+          raise ValueError(f'{name} is {cell.strip()}')
+        if name != 'time' and abs(value) > 1:
+          raise ValueError(f'{name} {value} is outside [-1, 1]')
+        row.append(value)
+      _check_time(row[0], times, 'time')
+    except ValueError as e:
+      raise AffectJaxError(f'{path} line {number}: {e}: "{line}"; fix or '
+                           're-copy the file.') from None
+    times.append(row[0])
+    ratings.append(row[1:])
+    last_line = number
+  if not times:
+    raise AffectJaxError(f'{path}: no data rows (truncated after line '
+                         f'{len(lines)}); re-copy the file.')
+  return (np.asarray(times, np.float64), np.asarray(ratings, np.float32),
+          last_line)
+
+
+def read_fused_raters(path: str, num_raters: int) -> LabelTrack:
+  """The mean of the `num_raters` most correlated raters of a .csv file."""
+  times, ratings, last_line = read_raters(path)
+  fused, chosen = annotations.fuse_raters(ratings, num_raters)
+  logging.info('%s: mean of raters %s.', path,
+               ', '.join(_RATERS[i] for i in chosen))
+  return LabelTrack(path, times, fused, last_line)
+
+
+def match_by_time(track: LabelTrack, t: float) -> float:
   """Rating at time `t`: nearest row; the mean of two rows at a tie."""
-  i = int(np.searchsorted(gold.times, t))
+  i = int(np.searchsorted(track.times, t))
   if i == 0:
-    return float(gold.values[0])
-  if i == len(gold.times):
-    return float(gold.values[-1])
-  left, right = t - gold.times[i - 1], gold.times[i] - t
+    return float(track.values[0])
+  if i == len(track.times):
+    return float(track.values[-1])
+  left, right = t - track.times[i - 1], track.times[i] - t
   if abs(left - right) < 1e-6:  # Half-way (e.g. 30 fps video): average.
-    return float((gold.values[i - 1] + gold.values[i]) / 2)
-  return float(gold.values[i - 1] if left < right else gold.values[i])
+    return float((track.values[i - 1] + track.values[i]) / 2)
+  return float(track.values[i - 1] if left < right else track.values[i])
 
 
 class _Labels:
@@ -151,7 +249,7 @@ class _Labels:
   A class rather than a closure so that it pickles to build workers.
   """
 
-  def __init__(self, arousal: GoldStandard, valence: GoldStandard,
+  def __init__(self, arousal: LabelTrack, valence: LabelTrack,
                video_path: str, max_unlabelled_s: float):
     if len(arousal.times) != len(valence.times):
       raise AffectJaxError(
@@ -167,9 +265,9 @@ class _Labels:
     if time > self.end + _STEP / 2:
       if time > self.end + self.max_unlabelled_s:
         raise AffectJaxError(
-            f'{self.video_path} runs to {time:.2f}s or more but the gold '
-            f'standard ends at {self.end:.2f}s ({self.arousal.path} line '
-            f'{self.arousal.last_line}); the ARFF files look truncated, '
+            f'{self.video_path} runs to {time:.2f}s or more but the labels '
+            f'end at {self.end:.2f}s ({self.arousal.path} line '
+            f'{self.arousal.last_line}); the label files look truncated, '
             're-copy them.')
       return None  # Within tolerance: dropped (core logs the count).
     return core.FrameLabels(valence=match_by_time(self.valence, time),
@@ -178,13 +276,13 @@ class _Labels:
   def done(self, num_frames: int) -> None:
     extra = self.end - (num_frames - 1) * _STEP
     if num_frames and extra > 1.0:
-      logging.warning('%s: the gold standard runs %.1fs past the last of the '
+      logging.warning('%s: the labels run %.1fs past the last of the '
                       '%d frames of %s.', self.arousal.path, extra,
                       num_frames, self.video_path)
 
 
 class Recola(core.VideoFrameBuilder):
-  """RECOLA (AVEC 2016): 25 fps recordings with gold-standard valence/arousal."""
+  """RECOLA (AVEC 2016): 25 fps recordings with valence/arousal ratings."""
 
   name = 'recola'
   VERSION = tfds.core.Version('1.0.0')
@@ -192,14 +290,34 @@ class Recola(core.VideoFrameBuilder):
   EMOTION_NAMES = ()
   FPS = 25.0
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      'Put recordings_video/ and ratings_gold_standard/ of the AVEC 2016 '
-      'RECOLA release in manual_dir (DATA_FORMATS.md).')
+      'Put recordings_video/ and ratings_gold_standard/ (or, for the '
+      "'raters' config, ratings_individual/) of the AVEC 2016 RECOLA release "
+      'in manual_dir (DATA_FORMATS.md).')
   BUILDER_CONFIGS = [
-      RecolaConfig(name='default', description='Haar face crops, 170x170.'),
+      RecolaConfig(name='default', description='dlib face crops, 170x170.'),
       RecolaConfig(name='whole_frame', detector='none',
                    description='Whole frames, 170x170.'),
+      RecolaConfig(name='raters', labels='raters', description=(
+          'Face crops, 170x170; labels: mean of the 4 most correlated of the '
+          'six raters.')),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    c = self.builder_config
+    if c.labels not in _LABEL_FILES:
+      raise AffectJaxError(f'recola config {c.name!r}: labels={c.labels!r}; '
+                           f'use one of {tuple(_LABEL_FILES)}.')
+    if c.labels == 'raters' and not 1 <= c.num_raters <= len(_RATERS):
+      raise AffectJaxError(f'recola config {c.name!r}: num_raters='
+                           f'{c.num_raters}; use 1 to {len(_RATERS)}.')
+
+  def _track(self, path: str, rec: str) -> LabelTrack:
+    c = self.builder_config
+    if c.labels == 'raters':
+      return read_fused_raters(path, c.num_raters)
+    return read_arff(path, rec)
 
   def _videos(self, manual_dir: str) -> dict[str, list[core.VideoSpec]]:
     video_dir = os.path.join(manual_dir, 'recordings_video')
@@ -211,23 +329,22 @@ class Recola(core.VideoFrameBuilder):
       raise AffectJaxError(f'{video_dir} holds no {{train,dev,test}}_<n>.mp4 '
                            'videos.')
     out = {split: [] for split in _SPLITS.values()}
-    gold_dir = os.path.join(manual_dir, 'ratings_gold_standard')
+    folder, ext = _LABEL_FILES[self.builder_config.labels]
     for name in found:
       rec = name[:-4]
       avec_split = _VIDEO.match(name).group(1)
-      paths = [os.path.join(gold_dir, dim, f'{rec}.arff')
+      paths = [os.path.join(manual_dir, folder, dim, rec + ext)
                for dim in ('arousal', 'valence')]
       have = [os.path.isfile(p) for p in paths]
       if avec_split == 'test' and not any(have):
-        logging.info('%s has no gold standard (as distributed); skipped.',
-                     name)
+        logging.info('%s has no %s (as distributed); skipped.', name, folder)
         continue
       if not all(have):
         missing = [p for p, h in zip(paths, have) if not h]
         raise AffectJaxError(f'{missing[0]} is missing for video '
                              f'{os.path.join(video_dir, name)}; copy it or '
                              'remove the video.')
-      arousal, valence = (read_arff(p, rec) for p in paths)
+      arousal, valence = (self._track(p, rec) for p in paths)
       labels = _Labels(arousal, valence, os.path.join(video_dir, name),
                        self.builder_config.max_unlabelled_s)
       out[_SPLITS[avec_split]].append(core.VideoSpec(

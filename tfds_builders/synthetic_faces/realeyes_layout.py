@@ -24,6 +24,15 @@ from tfds_builders.synthetic_faces import faces
 from tfds_builders.synthetic_faces import synthetic_faces as sf
 
 
+def write_labels(path: str, emotions: np.ndarray) -> None:
+  """Writes a labels CSV (`frame,neutral,...,other`) of 0/1 [T, 8] emotions."""
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(('frame',) + F.REALEYES_EMOTIONS)
+    for i, row in enumerate(np.asarray(emotions)):
+      w.writerow([i] + [int(x) for x in row])
+
+
 def write_realeyes_layout(out_dir: str, num_subjects: int = 3,
                           videos_per_subject: int = 1,
                           frames_per_video: int = 20, fps: float = 30.0,
@@ -60,12 +69,8 @@ def write_realeyes_layout(out_dir: str, num_subjects: int = 3,
       video_lib.write_video(os.path.join(out_dir, 'videos', f'{vid}.mp4'),
                             frames, fps, codec=codec)
       emotions = faces.emotions_from_va(video.valence, video.arousal)
-      with open(os.path.join(out_dir, 'labels', f'{vid}.csv'), 'w',
-                newline='') as f:
-        w = csv.writer(f)
-        w.writerow(('frame',) + F.REALEYES_EMOTIONS)
-        for i in range(frames_per_video):
-          w.writerow([i] + [int(x > 0.5) for x in emotions[i]])
+      write_labels(os.path.join(out_dir, 'labels', f'{vid}.csv'),
+                   emotions[:frames_per_video] > 0.5)
       ids.append(vid)
   with open(os.path.join(out_dir, 'subjects.csv'), 'w', newline='') as f:
     w = csv.writer(f)
