@@ -158,17 +158,20 @@ def _not_prepared_error(name: str, data_dir: str,
 
 
 def load_split(dataset_cfg, split: str) -> SplitData:
-  """Opens and indexes one split of a prepared dataset.
+  """Opens and indexes one split (or splits joined by '+') of a dataset.
 
   Raises:
     AffectJaxError: dataset missing, split missing, or records not sorted by
       (video, frame).
   """
   builder = get_builder(dataset_cfg)
-  if split not in builder.info.splits:
+  # 'fold_1+fold_2+fold_3' reads several splits as one (cross validation).
+  missing = [s for s in split.split('+') if s not in builder.info.splits]
+  if missing:
     raise AffectJaxError(
-        f'Dataset {builder.info.full_name} has no split {split!r} (it has '
-        f'{sorted(builder.info.splits)}); fix the split name in the config.')
+        f'Dataset {builder.info.full_name} has no split {missing[0]!r} (it '
+        f'has {sorted(builder.info.splits)}); fix the split name in the '
+        'config (several splits: "a+b").')
   source = builder.as_data_source(split)
   name = f'{builder.info.full_name}/{split}'
   emotion_names = tuple(

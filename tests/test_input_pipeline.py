@@ -173,3 +173,18 @@ def test_normalize_modes():
   np.testing.assert_allclose(ip.normalize(x, 'unit'), [[0, 128 / 255, 1.0]])
   with pytest.raises(AffectJaxError, match='normalization'):
     ip.normalize(x, 'bogus')
+
+
+def test_load_split_joins_splits_with_plus(tiny_data_dir):
+  cfg = ml_collections.ConfigDict(dict(
+      name='synthetic_faces', builder_config='tiny', data_dir=tiny_data_dir,
+      build_if_missing=False))
+  train = ip.load_split(cfg, 'train')
+  validation = ip.load_split(cfg, 'validation')
+  both = ip.load_split(cfg, 'train+validation')
+  assert both.video_ids == train.video_ids + validation.video_ids
+  assert both.starts[len(train.video_ids)] == len(train.source)
+  np.testing.assert_array_equal(
+      both.valence, np.concatenate([train.valence, validation.valence]))
+  with pytest.raises(AffectJaxError, match="no split 'fold_9'"):
+    ip.load_split(cfg, 'train+fold_9')
