@@ -5,6 +5,7 @@ import importlib
 # Every builder package; importing one registers its builder with TFDS.
 _BUILDERS = {
     'aff_wild': 'tfds_builders.aff_wild',
+    'aff_wild2': 'tfds_builders.aff_wild2',
     'realeyes': 'tfds_builders.realeyes',
     'recola': 'tfds_builders.recola',
     'synthetic_faces': 'tfds_builders.synthetic_faces',

@@ -265,7 +265,7 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     """Probes a video before decoding anything (see `skip_broken`)."""
     try:
       if spec.images is not None:
-        video_lib.probe_images(spec.images)
+        video_lib.probe_images(spec.images, spec.path)
       else:
         video_lib.probe(spec.path)
     except AffectJaxError as e:

@@ -169,16 +169,21 @@ def iter_images(paths: Sequence[str | None], fps: float) -> Iterator[Frame]:
                 None if path is None else read_image(path))
 
 
-def probe_images(paths: Sequence[str | None]) -> None:
+def probe_images(paths: Sequence[str | None], where: str = '') -> None:
   """Checks that every image exists and that the first one decodes.
+
+  Args:
+    paths: as `iter_images`.
+    where: the sequence's folder or name, for the message when it has no
+      image at all.
 
   Raises:
     AffectJaxError: naming the first missing file, or as `read_image`.
   """
   present = [p for p in paths if p is not None]
   if not present:
-    raise AffectJaxError('An image sequence without any image; check the '
-                         'layout in DATA_FORMATS.md.')
+    raise AffectJaxError(f'The image sequence {where} has no image; check '
+                         'the layout in DATA_FORMATS.md.')
   for path in present:
     if not os.path.isfile(path):
       raise AffectJaxError(f'Image {path} does not exist; check --manual_dir '
