@@ -4,6 +4,8 @@ import importlib
 
 # Every builder package; importing one registers its builder with TFDS.
 _BUILDERS = {
+    'afew': 'tfds_builders.afew',
+    'afew_va': 'tfds_builders.afew_va',
     'aff_wild': 'tfds_builders.aff_wild',
     'aff_wild2': 'tfds_builders.aff_wild2',
     'realeyes': 'tfds_builders.realeyes',
