@@ -8,6 +8,8 @@ _BUILDERS = {
     'afew_va': 'tfds_builders.afew_va',
     'aff_wild': 'tfds_builders.aff_wild',
     'aff_wild2': 'tfds_builders.aff_wild2',
+    'affectnet': 'tfds_builders.affectnet',
+    'frame_list': 'tfds_builders.frame_list',
     'realeyes': 'tfds_builders.realeyes',
     'recola': 'tfds_builders.recola',
     'synthetic_faces': 'tfds_builders.synthetic_faces',
