@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from tfds_builders import core
 from tfds_builders.core import builder as builder_lib
 from tfds_builders.synthetic_faces import realeyes_layout
+from benchmarks.table import print_table
 
 
 def main():
@@ -67,10 +68,8 @@ def main():
 
   print(f'{args.width}x{args.height} video, {args.frames} frames, crops '
         f'{args.image_size}px, {os.cpu_count()} CPUs')
-  print(f'{"stage":50s} {"frames":>7s} {"s":>7s} {"frames/s":>9s} '
-        f'{"has_face":>9s}')
-  for name, n, dt, faces in rows:
-    print(f'{name:50s} {n:7d} {dt:7.2f} {n / dt:9.1f} {faces:>9s}')
+  print_table(['stage', 'frames', 's', 'frames/s', 'has_face'],
+             [(name, n, dt, n / dt, faces) for name, n, dt, faces in rows])
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tfds_builders.core import face
 from tfds_builders.synthetic_faces import faces
+from benchmarks.table import print_table
 
 H, W = 480, 640
 
@@ -77,7 +78,7 @@ def main():
       'coffee, chelsea (false pos.)': lambda: [(data.coffee(), None),
                                                (data.chelsea(), None)],
   }
-  print(f'{"set":30s} {"dlib":>8s} {"haar":>8s}')
+  rows = []
   times = {name: [] for name in ('dlib', 'haar')}
   for title, make in {**sets, **negatives}.items():
     cells = []
@@ -93,10 +94,11 @@ def main():
           scores.append(len(found) > 0)
         else:
           scores.append(iou(box, face.pick_face(found)) > 0.3)
-      cells.append(f'{np.mean(scores):8.0%}')
-    print(f'{title:30s} {" ".join(cells)}')
-  print(f'{"ms per 640x480 frame (median)":30s} '
-        + ' '.join(f'{1000 * np.median(times[n]):8.1f}' for n in times))
+      cells.append(f'{np.mean(scores):.0%}')
+    rows.append((title, *cells))
+  rows.append(('ms per 640x480 frame (median)',
+               *(1000 * float(np.median(times[n])) for n in times)))
+  print_table(['set', 'dlib', 'haar'], rows)
 
 
 if __name__ == '__main__':

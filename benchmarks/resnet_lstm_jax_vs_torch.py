@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from affect_jax import models
+from benchmarks.table import print_table
 
 
 def time_steps(step, steps: int, warmup: int) -> list[float]:
@@ -96,11 +97,11 @@ def main():
         f'batch {args.batch} x {args.frames} frames, {args.size}x{args.size}, '
         f'{jax.devices()[0].device_kind}, {os.cpu_count()} CPU threads, '
         f'median of {args.steps} steps\n')
-  print(f'| {"framework":<28} | {"ms / step":>10} | {"frames / s":>10} |')
-  print(f'|{"-" * 30}|{"-" * 12}|{"-" * 12}|')
+  rows = []
   for name, times in results.items():
     ms = 1000 * statistics.median(times)
-    print(f'| {name:<28} | {ms:>10.0f} | {n_frames / ms * 1000:>10.1f} |')
+    rows.append((name, f'{ms:.0f}', n_frames / ms * 1000))
+  print_table(['framework', 'ms / step', 'frames / s'], rows)
 
 
 if __name__ == '__main__':
