@@ -104,7 +104,8 @@ def test_splits_counts_and_order(built):
   for r in built['train'] + built['validation']:
     assert int(r[F.RECORD_FRAME_INDEX]) == 0 and float(r[F.RECORD_TIME]) == 0
     assert r[F.RECORD_SUBJECT_ID] == r[F.RECORD_VIDEO_ID]
-    assert bool(r[F.RECORD_HAS_FACE])
+    # Every image shows a face but the no-face (10) one.
+    assert bool(r[F.RECORD_HAS_FACE]) == (r[F.RECORD_VIDEO_ID] != b'3/e.jpg')
 
 
 def test_labels_nan_and_one_hot(built):
@@ -124,6 +125,7 @@ def test_labels_nan_and_one_hot(built):
   assert not train['7/c.jpg'][F.RECORD_EMOTIONS].any()
   e = val['3/e.jpg']
   assert not e[F.RECORD_EMOTIONS].any()
+  assert not e[F.RECORD_HAS_FACE]  # No-face (10).
   assert np.isnan(e[F.RECORD_VALENCE]) and np.isnan(e[F.RECORD_AROUSAL])
   np.testing.assert_array_equal(val['3/f.jpg'][F.RECORD_EMOTIONS],
                                 np.eye(8)[3])

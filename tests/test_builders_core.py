@@ -232,3 +232,14 @@ def test_record_key_orders_by_video_then_frame():
   assert core.record_key(1, 0) > core.record_key(0, 2**32 - 1)
   with pytest.raises(AffectJaxError):
     core.record_key(0, 2**32)
+
+
+def test_worker_tasks_group_short_image_sequences_in_order():
+  from tfds_builders.core import builder as builder_lib  # pylint: disable=g-import-not-at-top
+  photo = lambda: (core.VideoSpec('p', 's', 'p.jpg', _label,
+                                  images=['p.jpg']),)
+  video = (core.VideoSpec('v', 's', 'v.mp4', _label),)
+  jobs = [photo() for _ in range(300)] + [video] + [photo() for _ in range(3)]
+  batches = list(builder_lib._batches(jobs))  # pylint: disable=protected-access
+  assert [len(b) for b in batches] == [256, 44, 1, 3]
+  assert [job for b in batches for job in b] == jobs  # Order kept.

@@ -31,9 +31,8 @@ Expression codes (AffectNet's documentation): 0 neutral, 1 happy, 2 sad,
 3 surprise, 4 fear, 5 disgust, 6 anger, 7 contempt -> one-hot over these
 eight (EMOTION_NAMES); 8 none, 9 uncertain, 10 no-face -> all-zero emotions,
 the frame kept for its valence/arousal (or dropped with
-`keep_non_emotions=False`). A no-face (10) image is stored like the others
-(has_face=True with the shipped box): the core has no way for labels to say
-"no face" (see docs/datasets_affectnet.md).
+`keep_non_emotions=False`). A no-face (10) image is stored with
+has_face=False.
 
 Each image becomes a one-frame "video" whose id is its subDirectory_filePath;
 AffectNet has no identities, so the subject id is the image id as well. The
@@ -70,6 +69,7 @@ HEADER = ('subDirectory_filePath', 'face_x', 'face_y', 'face_width',
 EXPRESSIONS = ('neutral', 'happy', 'sad', 'surprise', 'fear', 'disgust',
                'anger', 'contempt')
 # Codes 8-10 (none, uncertain, no-face) carry no emotion: all-zero emotions.
+_NO_FACE = 10  # Stored with has_face=False.
 NOT_AVAILABLE = -2.0  # Valence / arousal of an image without that label.
 _NUM_COORDS = 2 * F.NUM_LANDMARKS
 # Landmark fields converted per numpy call (bounds the joined string).
@@ -357,7 +357,8 @@ class AffectNet(core.VideoFrameBuilder):
                       else None),
             # A zero-sized box: the whole image.
             box=rows.boxes[i] if c.shipped_box and sized[i] else None,
-            landmarks=rows.landmarks[i])
+            landmarks=rows.landmarks[i],
+            has_face=False if expression == _NO_FACE else None)
         file = os.path.join(root, image)
         specs.append(core.VideoSpec(
             image, image, file, _OneImage(labels),

@@ -99,12 +99,15 @@ class FrameLabels:
     emotions: float32 [C] multi-hot, or None for all zeros.
     box: (ymin, xmin, ymax, xmax) frame pixels the dataset ships, or None.
     landmarks: float32 [68, 2] (x, y) frame pixels the dataset ships, or None.
+    has_face: False where the dataset says the frame shows no face (e.g.
+      AffectNet's "No-Face" expression); overrides the detector's flag.
   """
   valence: float = math.nan
   arousal: float = math.nan
   emotions: np.ndarray | None = None
   box: np.ndarray | None = None
   landmarks: np.ndarray | None = None
+  has_face: bool | None = None
 
 
 # (frame index, frame time in seconds) -> labels, or None to drop the frame.
@@ -295,7 +298,7 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     with tempfile.TemporaryDirectory(prefix=f'{self.name}_') as spool:
       with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
         for path in pool.imap(_spool_video_records,
-                              [(job, spool) for job in jobs]):
+                              [(batch, spool) for batch in _batches(jobs)]):
           yield from _read_spool(path)
 
 
@@ -303,17 +306,43 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
 _SPOOL_CHUNK = 256
 
 
-def _spool_video_records(job_and_dir) -> str:
-  """Worker: writes one video's records to a spool file, returns its path."""
-  job, spool = job_and_dir
+def _batches(jobs: list) -> Iterator[list]:
+  """Groups consecutive jobs into worker tasks, in order.
+
+  A video is a task of its own; short image sequences (AffectNet's one-image
+  "videos") are grouped up to _SPOOL_CHUNK frames, so that 290k photos are
+  ~1k tasks and spool files rather than 290k.
+  """
+  batch, frames = [], 0
+  for job in jobs:
+    images = job[0].images
+    if images is None or len(images) >= _SPOOL_CHUNK:
+      if batch:
+        yield batch
+        batch, frames = [], 0
+      yield [job]
+      continue
+    batch.append(job)
+    frames += len(images)
+    if frames >= _SPOOL_CHUNK:
+      yield batch
+      batch, frames = [], 0
+  if batch:
+    yield batch
+
+
+def _spool_video_records(batch_and_dir) -> str:
+  """Worker: writes some videos' records to a spool file, returns its path."""
+  batch, spool = batch_and_dir
   fd, path = tempfile.mkstemp(suffix='.pkl', dir=spool)
   with os.fdopen(fd, 'wb') as f:
     chunk = []
-    for record in video_records(*job):
-      chunk.append(record)
-      if len(chunk) == _SPOOL_CHUNK:
-        pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
-        chunk = []
+    for job in batch:
+      for record in video_records(*job):
+        chunk.append(record)
+        if len(chunk) == _SPOOL_CHUNK:
+          pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
+          chunk = []
     pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
   return path
 
@@ -361,6 +390,8 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
           frame.image,
           np.array([0, 0, h, w], np.float32) if spec.aligned else labels.box)
       margin = 0.0 if spec.aligned or box is None else config.margin
+      if labels.has_face is not None:
+        has_face = has_face and labels.has_face
     if frame.image is None:
       crop = None
     else:

@@ -170,7 +170,10 @@ def iter_images(paths: Sequence[str | None], fps: float) -> Iterator[Frame]:
 
 
 def probe_images(paths: Sequence[str | None], where: str = '') -> None:
-  """Checks that every image exists and that the first one decodes.
+  """Checks that every image exists and that the first one opens.
+
+  Only the first image's header is read (no pixel decoding: a one-image
+  "video" such as an AffectNet photo would otherwise be decoded twice).
 
   Args:
     paths: as `iter_images`.
@@ -188,4 +191,10 @@ def probe_images(paths: Sequence[str | None], where: str = '') -> None:
     if not os.path.isfile(path):
       raise AffectJaxError(f'Image {path} does not exist; check --manual_dir '
                            'and the layout in DATA_FORMATS.md.')
-  read_image(present[0])
+  try:
+    with Image.open(present[0]):
+      pass
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise AffectJaxError(
+        f'Cannot open image {present[0]}: {e}. The file is corrupt or '
+        'truncated; re-copy or re-extract it.') from e
