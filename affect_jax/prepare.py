@@ -2,7 +2,7 @@
 
   python -m affect_jax.prepare --dataset=synthetic_faces --data_dir=DIR
   python -m affect_jax.prepare --dataset=NAME --manual_dir=YOUR_COPY \
-      --data_dir=DIR   # NAME: realeyes, recola (see tfds_builders/)
+      --data_dir=DIR   # NAME: see tfds_builders/ and docs/datasets.md
 
 (The `tfds build` CLI imports TensorFlow; this goes through the TFDS Python
 API instead.) `--dataset` takes a builder name, optionally with its config
