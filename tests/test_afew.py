@@ -5,12 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
 from tfds_builders.afew import afew
+from tests import builder_util
 
 # (split folder, emotion folder as spelled on disk, clip, frames). Folder
 # names in any case; the same stem may be in Train and Val.
@@ -37,11 +37,7 @@ def _write_copy(root):
 
 
 def _build(root, out):
-  builder = afew.Afew(data_dir=str(out), config=afew.AfewConfig(
-      name='t', detector='none', landmarks='none', image_size=32))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  return builder
+  return builder_util.build(afew.Afew, afew.AfewConfig, root, out)
 
 
 @pytest.fixture(scope='module')

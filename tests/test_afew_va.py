@@ -8,12 +8,12 @@ import zipfile
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders.afew_va import afew_va
 from tfds_builders.core import face
+from tests import builder_util
 
 H, W = 48, 64
 # Clip -> (actor, PNG frame numbers, frames without a JSON entry). The two
@@ -79,19 +79,11 @@ def _write_copy(root, layout):
 
 def _build(root, out, **config):
   config.setdefault('num_folds', 2)
-  builder = afew_va.AfewVa(data_dir=str(out), config=afew_va.AfewVaConfig(
-      name='t', detector='none', landmarks='none', image_size=32, **config))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  return builder
+  return builder_util.build(afew_va.AfewVa, afew_va.AfewVaConfig, root, out,
+                            **config)
 
 
-def _records(builder):
-  out = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split)
-    out[split] = [source[i] for i in range(len(source))]
-  return out
+_records = builder_util.records
 
 
 @pytest.fixture(scope='module')

@@ -6,7 +6,6 @@ import shutil
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax import input_pipeline
@@ -15,6 +14,7 @@ from affect_jax.errors import AffectJaxError
 from tfds_builders.aff_wild import aff_wild
 from tfds_builders.core import face
 from tfds_builders.core import video as video_lib
+from tests import builder_util
 
 H, W, FPS = 48, 64, 30
 # Video id -> (split, file extension, frames, label lines). v2's annotation
@@ -167,12 +167,8 @@ def test_read_pts_and_values(tmp_path):
 
 
 def _build(root, out, **config):
-  builder = aff_wild.AffWild(
-      data_dir=str(out), config=aff_wild.AffWildConfig(
-          name='t', detector='none', image_size=32, **config))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  return builder
+  return builder_util.build(aff_wild.AffWild, aff_wild.AffWildConfig, root,
+                            out, **config)
 
 
 def _copy(copy_dir, tmp_path):

@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax import input_pipeline
 from affect_jax.errors import AffectJaxError
 from tfds_builders.aff_wild2 import aff_wild2
 from tfds_builders.core import video as video_lib
+from tests import builder_util
 
 H, W, FPS = 48, 64, 30
 CROP = 40  # Side of the generated cropped_aligned JPEGs (112 in the release).
@@ -98,10 +98,8 @@ def _builder(data_dir, **config):
 
 
 def _build(root, data_dir, **config):
-  builder = _builder(data_dir, **config)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  return builder
+  return builder_util.build(aff_wild2.AffWild2, aff_wild2.AffWild2Config,
+                            root, data_dir, **config)
 
 
 def _load(builder):

@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders.affectnet import affectnet
 from tfds_builders.core import face
+from tests import builder_util
 
 H, W = 40, 48
 LISTS = 'Manually_Annotated_file_lists'
@@ -63,21 +63,11 @@ def _write_copy(root):
 
 
 def _build(root, out, **config):
-  builder = affectnet.AffectNet(
-      data_dir=str(out), config=affectnet.AffectNetConfig(
-          name='t', detector='none', landmarks='none', image_size=32,
-          **config))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  return builder
+  return builder_util.build(affectnet.AffectNet, affectnet.AffectNetConfig,
+                            root, out, **config)
 
 
-def _records(builder):
-  out = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split)
-    out[split] = [source[i] for i in range(len(source))]
-  return out
+_records = builder_util.records
 
 
 def _by_id(records):

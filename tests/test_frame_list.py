@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders.frame_list import frame_list
+from tests import builder_util
 
 SIZE = 40
 # CSV file -> rows (frame_path, valence, arousal[, subject_id]) in file order.
@@ -60,13 +60,8 @@ def _write_copy(root):
 
 
 def _build(root, out, **config):
-  builder = frame_list.FrameList(
-      data_dir=str(out), config=frame_list.FrameListConfig(
-          name='t', detector='none', landmarks='none', image_size=32,
-          **config))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  return builder
+  return builder_util.build(frame_list.FrameList, frame_list.FrameListConfig,
+                            root, out, **config)
 
 
 @pytest.fixture(scope='module')

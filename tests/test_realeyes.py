@@ -16,6 +16,7 @@ from affect_jax.errors import AffectJaxError
 from tfds_builders.core import video as video_lib
 from tfds_builders.realeyes import realeyes
 from tfds_builders.synthetic_faces import realeyes_layout
+from tests import builder_util
 
 NUM_SUBJECTS, FRAMES, FPS, H, W = 3, 20, 30.0, 120, 160
 BLANK = 's0000_v01'  # A second video of subject 0 with no face in it.
@@ -104,14 +105,8 @@ def test_has_face_flags_and_boxes(built):
 
 
 def _build_error(root, tmp_path, **config):
-  builder = realeyes.RealEyes(
-      data_dir=str(tmp_path / 'out'),
-      config=realeyes.RealEyesConfig(name='t', detector='none', image_size=32,
-                                     **config))
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=root))
-  return builder
+  return builder_util.build(realeyes.RealEyes, realeyes.RealEyesConfig, root,
+                            tmp_path / 'out', **config)
 
 
 def test_truncated_video_names_the_file(manual_dir, tmp_path):

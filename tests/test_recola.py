@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from affect_jax import features as F
 from affect_jax import input_pipeline
@@ -14,6 +13,7 @@ from affect_jax.errors import AffectJaxError
 from tfds_builders.core import annotations
 from tfds_builders.core import video as video_lib
 from tfds_builders.recola import recola
+from tests import builder_util
 
 # Recording -> (fps, frames). train_2 runs at 50 fps so that every other frame
 # falls half-way between two 40 ms label rows.
@@ -86,12 +86,8 @@ def copy_dir(tmp_path_factory):
 
 
 def _build(root, out, **config):
-  builder = recola.Recola(
-      data_dir=str(out), config=recola.RecolaConfig(
-          name='t', detector='none', image_size=32, **config))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  return builder
+  return builder_util.build(recola.Recola, recola.RecolaConfig, root, out,
+                            **config)
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,22 @@
+"""Building a dataset fixture and reading its records, for builder tests."""
+
+import tensorflow_datasets as tfds
+
+
+def build(builder_cls, config_cls, manual_dir, data_dir, **config):
+  """Builds `manual_dir` with test defaults: no detection, 32-pixel crops."""
+  options = dict(name='t', detector='none', landmarks='none', image_size=32)
+  options.update(config)
+  builder = builder_cls(data_dir=str(data_dir), config=config_cls(**options))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  return builder
+
+
+def records(builder) -> dict[str, list[dict]]:
+  """{split: every record, in stored order}."""
+  out = {}
+  for split in builder.info.splits:
+    source = builder.as_data_source(split)
+    out[split] = [source[i] for i in range(len(source))]
+  return out
