@@ -126,6 +126,10 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
   print(f'Prepared {builder.info.full_name} in {builder.data_dir} '
         f'({time.time() - t0:.1f}s): ' + ', '.join(
             f'{s}={v.num_examples}' for s, v in builder.info.splits.items()))
+  broken = getattr(builder, 'broken_videos', [])
+  if broken:
+    print(f'skip_broken: {len(broken)} video(s) left out or cut short:\n  '
+          + '\n  '.join(broken))
   return builder
 
 

@@ -243,3 +243,17 @@ def test_worker_tasks_group_short_image_sequences_in_order():
   batches = list(builder_lib._batches(jobs))  # pylint: disable=protected-access
   assert [len(b) for b in batches] == [256, 44, 1, 3]
   assert [job for b in batches for job in b] == jobs  # Order kept.
+
+
+def test_a_stream_breaking_mid_video_keeps_earlier_frames_and_is_noted():
+  from tfds_builders.core import builder as builder_lib  # pylint: disable=g-import-not-at-top
+
+  def frames():
+    for i in range(3):
+      yield video_lib.Frame(i, i / 25, np.zeros((4, 4, 3), np.uint8))
+    raise AffectJaxError('Decoding video v.mp4 failed after 3 frames')
+  broken = []
+  kept = list(builder_lib._until_broken(frames(), 'v', broken))  # pylint: disable=protected-access
+  assert len(kept) == 3
+  assert broken == ['v: cut short, kept the 3 frames decoded before an '
+                    'error: Decoding video v.mp4 failed after 3 frames']

@@ -120,6 +120,8 @@ def test_truncated_video_names_the_file(manual_dir, tmp_path):
   videos = {r[F.RECORD_VIDEO_ID] for r in source.__getitems__(
       list(range(len(source))))}
   assert b's0002_v00' in videos and b's0001_v00' not in videos
+  assert len(builder.broken_videos) == 1
+  assert builder.broken_videos[0].startswith('s0001_v00: left out: ')
 
 
 def test_wrong_label_header_names_file_and_line(manual_dir, tmp_path):

@@ -215,6 +215,9 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
       raise AffectJaxError(f'{self.name} config {c.name!r}: unknown landmarks '
                            f'{c.landmarks!r}; use one of {face.LANDMARKERS}.')
     default_to_array_record(self, file_format)
+    # With skip_broken: one line per video left out or cut short, for the
+    # summary at the end of the build (affect_jax.prepare prints it).
+    self.broken_videos: list[str] = []
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
@@ -276,6 +279,7 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
         raise AffectJaxError(f'{e} (Or build with skip_broken=True to leave '
                              'broken videos out.)') from e
       logging.warning('Skipping video %s: %s', spec.video_id, e)
+      self.broken_videos.append(f'{spec.video_id}: left out: {e}')
       return False
     return True
 
@@ -290,15 +294,17 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
                                                   key=lambda v: v.video_id))]
     if c.num_workers <= 1 or len(jobs) < 2:
       for job in jobs:
-        yield from video_records(*job)
+        yield from video_records(*job, broken=self.broken_videos)
       return
     # 'spawn': PyAV and OpenCV start threads, which fork does not copy
     # safely. imap keeps the video order (records must stay sorted).
     ctx = multiprocessing.get_context('spawn')
     with tempfile.TemporaryDirectory(prefix=f'{self.name}_') as spool:
       with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
-        for path in pool.imap(_spool_video_records,
-                              [(batch, spool) for batch in _batches(jobs)]):
+        for path, broken in pool.imap(
+            _spool_video_records,
+            [(batch, spool) for batch in _batches(jobs)]):
+          self.broken_videos.extend(broken)
           yield from _read_spool(path)
 
 
@@ -331,20 +337,25 @@ def _batches(jobs: list) -> Iterator[list]:
     yield batch
 
 
-def _spool_video_records(batch_and_dir) -> str:
-  """Worker: writes some videos' records to a spool file, returns its path."""
+def _spool_video_records(batch_and_dir) -> tuple[str, list[str]]:
+  """Worker: writes some videos' records to a spool file.
+
+  Returns:
+    The file's path, and the notes on videos cut short (`broken_videos`).
+  """
   batch, spool = batch_and_dir
+  broken = []
   fd, path = tempfile.mkstemp(suffix='.pkl', dir=spool)
   with os.fdopen(fd, 'wb') as f:
     chunk = []
     for job in batch:
-      for record in video_records(*job):
+      for record in video_records(*job, broken=broken):
         chunk.append(record)
         if len(chunk) == _SPOOL_CHUNK:
           pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
           chunk = []
     pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
-  return path
+  return path, broken
 
 
 def _read_spool(path: str) -> Iterator[tuple[int, dict]]:
@@ -362,8 +373,13 @@ def _read_spool(path: str) -> Iterator[tuple[int, dict]]:
 
 
 def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
-                  num_emotions: int) -> Iterator[tuple[int, dict]]:
-  """Decodes one video into keyed per-frame records (see VideoFrameBuilder)."""
+                  num_emotions: int, broken: list[str] | None = None
+                  ) -> Iterator[tuple[int, dict]]:
+  """Decodes one video into keyed per-frame records (see VideoFrameBuilder).
+
+  With `config.skip_broken`, a video whose decoding fails keeps the frames
+  before the failure, and a note on it is appended to `broken`.
+  """
   tracker = face.FaceTracker(
       None if spec.aligned else face.make_detector(config.detector),
       config.max_gap, spec.pick, config.detect_every)
@@ -377,7 +393,8 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
   else:
     frames = video_lib.iter_frames(spec.path)
   if config.skip_broken:
-    frames = _until_broken(frames, spec.path)
+    frames = _until_broken(frames, spec.video_id,
+                           [] if broken is None else broken)
   for frame in frames:
     num_frames += 1
     labels = spec.labels(frame.index, frame.time)
@@ -428,10 +445,15 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
                     spec.path, kept, num_frames)
 
 
-def _until_broken(frames: Iterator[video_lib.Frame],
-                  path: str) -> Iterator[video_lib.Frame]:
+def _until_broken(frames: Iterator[video_lib.Frame], video_id: str,
+                  broken: list[str]) -> Iterator[video_lib.Frame]:
   """The frames decoded before a decoding error, with a warning (skip_broken)."""
+  n = 0
   try:
-    yield from frames
+    for frame in frames:
+      n += 1
+      yield frame
   except AffectJaxError as e:
     logging.warning('Keeping the frames before the decoding error: %s', e)
+    broken.append(f'{video_id}: cut short, kept the {n} frames decoded '
+                  f'before an error: {e}')
