@@ -25,6 +25,11 @@ def test_video_round_trip_with_timestamps(tmp_path):
                              np.arange(6) / 25, atol=1e-6)
   assert frames[3].image.shape == (32, 48, 3)
   assert abs(int(frames[3].image.mean()) - 60) <= 3  # Lossy, but close.
+  # Variable frame rate: times are the stream's timestamps, not i / fps.
+  times = [0.0, 0.04, 0.2, 0.21, 0.5, 0.9]
+  core.write_video(path, images, fps=25, times=times)
+  np.testing.assert_allclose([f.time for f in core.iter_frames(path)], times,
+                             atol=1e-6)
 
 
 def test_unreadable_video_names_the_file(tmp_path):

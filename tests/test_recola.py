@@ -317,3 +317,24 @@ def test_worker_processes_write_the_same_records(copy_dir, built, tmp_path,
       assert x[F.RECORD_IMAGE] == y[F.RECORD_IMAGE]
       for k in (F.RECORD_VIDEO_ID, F.RECORD_FRAME_INDEX, F.RECORD_AROUSAL):
         assert x[k] == y[k]
+
+
+def test_variable_frame_rate_video_is_labelled_by_its_timestamps(tmp_path):
+  # Frames at irregular times (ms): nearest row, a tie at 0.30 s averages
+  # rows 7 (0.28) and 8 (0.32). An index / fps guess would be wrong here.
+  times = [0.0, 0.04, 0.13, 0.30, 0.40]
+  root = _write_copy(str(tmp_path / 'copy'), videos={},
+                     labelled={'train_1': None})
+  video_lib.write_video(
+      os.path.join(root, 'recordings_video', 'train_1.mp4'),
+      [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(len(times))],
+      fps=25, times=times)
+  builder = _build(root, tmp_path / 'out')
+  source = builder.as_data_source('train')
+  records = [source[i] for i in range(len(source))]
+  np.testing.assert_allclose([r[F.RECORD_TIME] for r in records], times,
+                             atol=1e-6)
+  gold = _gold('train_1', 'valence')
+  expected = [gold[0], gold[1], gold[3], (gold[7] + gold[8]) / 2, gold[10]]
+  np.testing.assert_allclose([r[F.RECORD_VALENCE] for r in records],
+                             expected, atol=1e-6)

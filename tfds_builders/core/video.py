@@ -106,15 +106,18 @@ def probe(path: str) -> float:
 
 
 def write_video(path: str, images: Iterable[np.ndarray], fps: float,
-                codec: str = 'libx264', quality: int = 23) -> int:
+                codec: str = 'libx264', quality: int = 23,
+                times: Sequence[float] | None = None) -> int:
   """Encodes uint8 [H, W, 3] RGB images (even H and W) to `path`; returns count.
 
   Args:
     path: output file (.mp4).
     images: frames, consumed one at a time.
-    fps: frame rate; timestamps are exactly i / fps.
+    fps: frame rate; timestamps are exactly i / fps unless `times` is given.
     codec: an FFmpeg encoder in PyAV's build ('libx264', 'mpeg4').
     quality: x264 CRF (lower = better).
+    times: presentation time of each frame in seconds, increasing: a
+      variable-frame-rate video (millisecond resolution).
   """
   from fractions import Fraction  # pylint: disable=g-import-not-at-top
   rate = Fraction(fps).limit_denominator(1001)
@@ -122,6 +125,8 @@ def write_video(path: str, images: Iterable[np.ndarray], fps: float,
   with av.open(path, mode='w') as container:
     stream = container.add_stream(codec, rate=rate)
     stream.pix_fmt = 'yuv420p'
+    if times is not None:
+      stream.codec_context.time_base = Fraction(1, 1000)
     if codec == 'libx264':
       stream.options = {'crf': str(quality), 'preset': 'veryfast'}
     for image in images:
@@ -129,6 +134,9 @@ def write_video(path: str, images: Iterable[np.ndarray], fps: float,
         stream.height, stream.width = image.shape[:2]
       frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image),
                                          format='rgb24')
+      if times is not None:
+        frame.pts = round(times[n] * 1000)
+        frame.time_base = Fraction(1, 1000)
       container.mux(stream.encode(frame))
       n += 1
     container.mux(stream.encode())
