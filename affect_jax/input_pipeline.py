@@ -172,11 +172,91 @@ def load_split(dataset_cfg, split: str) -> SplitData:
         f'Dataset {builder.info.full_name} has no split {missing[0]!r} (it '
         f'has {sorted(builder.info.splits)}); fix the split name in the '
         'config (several splits: "a+b").')
+  parts = [indexed_split(builder, s) for s in split.split('+')]
+  if len(parts) == 1:
+    return parts[0]
+  return _join(parts, builder.as_data_source(split),
+               f'{builder.info.full_name}/{split}')
+
+
+# Bump when SplitData or index_split changes: older cached indexes are redone.
+_INDEX_VERSION = 1
+
+
+def indexed_split(builder, split: str) -> SplitData:
+  """`index_split` of one split of a prepared builder, cached on disk.
+
+  Indexing reads every record (JPEG bytes included): minutes for a
+  million-frame split. The result is kept next to the records
+  (`index-<split>.npz` in the builder's data_dir; written by
+  `affect_jax.prepare` right after building, else on first use when the
+  folder is writable) and reused while the split's record count matches.
+  """
   source = builder.as_data_source(split)
   name = f'{builder.info.full_name}/{split}'
   emotion_names = tuple(
       (builder.info.metadata or {}).get('emotion_names', F.REALEYES_EMOTIONS))
-  return index_split(source, name, emotion_names)
+  path = os.path.join(str(builder.data_dir), f'index-{split}.npz')
+  data = _read_index(path, source, name) if os.path.exists(path) else None
+  if data is None:
+    logging.info('Indexing %s (%d records).', name, len(source))
+    data = index_split(source, name, emotion_names)
+    _write_index(path, data)
+  return data
+
+
+def _read_index(path: str, source, name: str) -> SplitData | None:
+  """The cached index at `path`, or None when stale or unreadable."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      if (int(z['version']) != _INDEX_VERSION or
+          int(z['num_records']) != len(source)):
+        return None
+      return SplitData(
+          source=source, name=name, video_ids=z['video_ids'].tolist(),
+          subject_ids=z['subject_ids'].tolist(), starts=z['starts'],
+          lengths=z['lengths'], valence=z['valence'], arousal=z['arousal'],
+          emotions=z['emotions'],
+          emotion_names=tuple(z['emotion_names'].tolist()))
+  except (OSError, KeyError, ValueError) as e:
+    logging.warning('Ignoring the unreadable index cache %s: %s', path, e)
+    return None
+
+
+def _write_index(path: str, data: SplitData) -> None:
+  """Writes the index atomically; a read-only dataset folder is fine."""
+  tmp = f'{path}.{os.getpid()}.tmp'
+  try:
+    with open(tmp, 'wb') as f:
+      np.savez(f, version=_INDEX_VERSION, num_records=len(data.source),
+               video_ids=np.array(data.video_ids, dtype=str),
+               subject_ids=np.array(data.subject_ids, dtype=str),
+               starts=data.starts, lengths=data.lengths, valence=data.valence,
+               arousal=data.arousal, emotions=data.emotions,
+               emotion_names=np.array(data.emotion_names, dtype=str))
+    os.replace(tmp, path)
+  except OSError as e:
+    logging.info('Not caching the index of %s (%s): %s', data.name, path, e)
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _join(parts: list[SplitData], source, name: str) -> SplitData:
+  """Indexes of consecutive splits as the index of their concatenation."""
+  video_ids = [v for p in parts for v in p.video_ids]
+  if len(set(video_ids)) != len(video_ids):
+    raise AffectJaxError(f'{name}: a video is in two of the joined splits; '
+                         'join splits that share no video.')
+  offsets = np.cumsum([0] + [len(p.source) for p in parts[:-1]])
+  return SplitData(
+      source=source, name=name, video_ids=video_ids,
+      subject_ids=[s for p in parts for s in p.subject_ids],
+      starts=np.concatenate([p.starts + o for p, o in zip(parts, offsets)]),
+      lengths=np.concatenate([p.lengths for p in parts]),
+      valence=np.concatenate([p.valence for p in parts]),
+      arousal=np.concatenate([p.arousal for p in parts]),
+      emotions=np.concatenate([p.emotions for p in parts]),
+      emotion_names=parts[0].emotion_names)
 
 
 def index_split(source: Sequence[dict[str, Any]], name: str,

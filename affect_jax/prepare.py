@@ -126,6 +126,11 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
   print(f'Prepared {builder.info.full_name} in {builder.data_dir} '
         f'({time.time() - t0:.1f}s): ' + ', '.join(
             f'{s}={v.num_examples}' for s, v in builder.info.splits.items()))
+  # Index every split now (reads the records once), so that training starts
+  # without scanning them (input_pipeline.indexed_split).
+  from affect_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  for split in builder.info.splits:
+    input_pipeline.indexed_split(builder, split)
   broken = getattr(builder, 'broken_videos', [])
   if broken:
     print(f'skip_broken: {len(broken)} video(s) left out or cut short:\n  '

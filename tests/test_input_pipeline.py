@@ -1,6 +1,7 @@
 """Windowing, masking, indexing and augmentation of the grain pipeline."""
 
 import io
+import shutil
 
 import ml_collections
 import numpy as np
@@ -188,3 +189,33 @@ def test_load_split_joins_splits_with_plus(tiny_data_dir):
       both.valence, np.concatenate([train.valence, validation.valence]))
   with pytest.raises(AffectJaxError, match="no split 'fold_9'"):
     ip.load_split(cfg, 'train+fold_9')
+
+
+def test_split_index_is_cached_next_to_the_records(tiny_data_dir, tmp_path,
+                                                   monkeypatch):
+  data_dir = tmp_path / 'tfds'
+  shutil.copytree(tiny_data_dir, data_dir)
+  cfg = ml_collections.ConfigDict(dict(
+      name='synthetic_faces', builder_config='tiny', data_dir=str(data_dir),
+      build_if_missing=False))
+  first = ip.load_split(cfg, 'validation')
+  cached = list(data_dir.glob('synthetic_faces/tiny/*/index-validation.npz'))
+  assert len(cached) == 1
+
+  def no_scan(*args, **kwargs):
+    raise AssertionError('the records were scanned again')
+  monkeypatch.setattr(ip, 'index_split', no_scan)
+  again = ip.load_split(cfg, 'validation')
+  assert again.video_ids == first.video_ids
+  assert again.subject_ids == first.subject_ids
+  assert again.emotion_names == first.emotion_names
+  for field in ('starts', 'lengths', 'valence', 'arousal', 'emotions'):
+    np.testing.assert_array_equal(getattr(again, field),
+                                  getattr(first, field))
+  # A stale cache (other record count) is redone, not trusted.
+  with np.load(cached[0]) as z:
+    stale = dict(z)
+  stale['num_records'] = 1
+  np.savez(cached[0], **stale)
+  with pytest.raises(AssertionError, match='scanned again'):
+    ip.load_split(cfg, 'validation')

@@ -1,5 +1,6 @@
 """`python -m affect_jax.prepare` options: overrides, names, errors."""
 
+import os
 import subprocess
 import sys
 
@@ -33,6 +34,8 @@ def test_face_options_rename_the_config_and_load(copy_dir, tmp_path):
   split = input_pipeline.load_split(cfg, 'train')
   assert split.source[0]['image'][:2] == b'\xff\xd8'  # JPEG.
   assert builder.info.metadata['image_size'] == 24
+  # prepare indexed the splits: training starts without a scan.
+  assert os.path.exists(os.path.join(builder.data_dir, 'index-train.npz'))
 
 
 def test_run_options_keep_the_name(copy_dir, tmp_path):
