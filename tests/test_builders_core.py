@@ -262,3 +262,25 @@ def test_a_stream_breaking_mid_video_keeps_earlier_frames_and_is_noted():
   assert len(kept) == 3
   assert broken == ['v: cut short, kept the 3 frames decoded before an '
                     'error: Decoding video v.mp4 failed after 3 frames']
+
+
+def test_left_and_right_pick_the_two_people_of_a_video(tmp_path):
+  from tfds_builders.core import builder as builder_lib  # pylint: disable=g-import-not-at-top
+  # Two different people side by side (subjects dlib finds), as in
+  # Aff-Wild2's <video>_left / <video>_right annotations.
+  left, _, left_box = _synthetic_face(3)
+  right, _, right_box = _synthetic_face(6)
+  frame = np.concatenate([left, right], axis=1)  # 240 x 640.
+  boxes = {'left': left_box, 'right': right_box + [0, 320, 0, 320]}
+  for pick, box in boxes.items():
+    found, has_face = face.FaceTracker(face.make_detector('dlib'),
+                                       pick=pick)(frame)
+    assert has_face and _iou(found, box) > 0.5
+  # Through the builder path: every frame of each person's video has a face.
+  path = str(tmp_path / 'two.mp4')
+  core.write_video(path, [frame] * 3, fps=25)
+  config = core.VideoFrameConfig(name='t', landmarks='none', image_size=32)
+  for pick in boxes:
+    spec = core.VideoSpec('two', 's', path, _label, pick=pick)
+    records = [r for _, r in builder_lib.video_records(spec, 0, config, 1)]
+    assert len(records) == 3 and all(r[F.RECORD_HAS_FACE] for r in records)
