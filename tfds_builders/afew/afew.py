@@ -45,7 +45,6 @@ EMOTION_FOLDERS = ('Angry', 'Disgust', 'Fear', 'Happy', 'Neutral', 'Sad',
 # Accepted split folder names (compared in lower case) -> TFDS split.
 _SPLIT_FOLDERS = {'train_afew': 'train', 'train': 'train',
                   'val_afew': 'validation', 'val': 'validation'}
-_VIDEO_EXTS = ('.avi', '.mp4')
 # Extras of some EmotiW releases inside Train_AFEW/ and Val_AFEW/.
 _IGNORED_PREFIX = 'alignedfaces_lbptop_points'
 
@@ -119,11 +118,7 @@ def list_clips(split_dir: str) -> list[tuple[str, str, int]]:
                     split_dir, ', '.join(missing))
   clips = {}
   for k, folder in sorted(by_emotion.items()):
-    for name in sorted(os.listdir(folder)):
-      stem, ext = os.path.splitext(name)
-      if ext.lower() not in _VIDEO_EXTS:
-        continue
-      path = os.path.join(folder, name)
+    for stem, path in core.find_videos([folder]).items():
       if stem in clips:
         raise AffectJaxError(
             f'Clip {stem} is in two places, {clips[stem][0]} and {path}; a '

@@ -50,7 +50,6 @@ from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
 
-_VIDEO_EXTS = ('.mp4', '.avi')
 _DIMS = ('valence', 'arousal')
 _BOX_DIRS = ('bboxes', 'bboxs')
 
@@ -230,18 +229,7 @@ class AffWild(core.VideoFrameBuilder):
 
   def _video_paths(self, manual_dir: str, split: str) -> dict[str, str]:
     folder = os.path.join(manual_dir, 'videos', split)
-    if not os.path.isdir(folder):
-      return {}
-    out = {}
-    for name in sorted(os.listdir(folder)):
-      vid, ext = os.path.splitext(name)
-      if ext.lower() in _VIDEO_EXTS:
-        if vid in out:
-          raise AffectJaxError(f'{folder} holds two videos named {vid!r} '
-                               f'({os.path.basename(out[vid])}, {name}); keep '
-                               'one.')
-        out[vid] = os.path.join(folder, name)
-    return out
+    return core.find_videos([folder]) if os.path.isdir(folder) else {}
 
   def _specs(self, manual_dir: str, split: str) -> list[core.VideoSpec]:
     videos = self._video_paths(manual_dir, split)

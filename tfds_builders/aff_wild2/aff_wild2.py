@@ -88,7 +88,6 @@ _SPLITS = {'Train_Set': 'train', 'Validation_Set': 'validation'}
 _CROPPED = 'cropped_aligned'
 _FRAMES = ('auto', 'cropped_aligned', 'videos')
 _SIDES = ('left', 'right')
-_VIDEO_EXTS = ('.mp4', '.avi')
 _IMAGE = re.compile(r'(\d+)\.jpe?g', re.IGNORECASE)
 
 
@@ -373,18 +372,7 @@ def index_videos(manual_dir: str) -> dict[str, str]:
     return {}
   folders = [root] + [os.path.join(root, d) for d in sorted(os.listdir(root))
                       if os.path.isdir(os.path.join(root, d))]
-  out = {}
-  for folder in folders:
-    for name in sorted(os.listdir(folder)):
-      stem, ext = os.path.splitext(name)
-      if ext.lower() not in _VIDEO_EXTS:
-        continue
-      path = os.path.join(folder, name)
-      if stem in out:
-        raise AffectJaxError(f'Two videos named {stem!r}: {out[stem]} and '
-                             f'{path}; keep one.')
-      out[stem] = path
-  return out
+  return core.find_videos(folders)
 
 
 class AffWild2(core.VideoFrameBuilder):

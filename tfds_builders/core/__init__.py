@@ -11,6 +11,7 @@ from tfds_builders.core.builder import VideoSpec
 from tfds_builders.core.face import crop_face
 from tfds_builders.core.face import FaceTracker
 from tfds_builders.core.face import make_detector
+from tfds_builders.core.video import find_videos
 from tfds_builders.core.video import iter_frames
 from tfds_builders.core.video import iter_images
 from tfds_builders.core.video import read_image

@@ -143,6 +143,29 @@ def write_video(path: str, images: Iterable[np.ndarray], fps: float,
   return n
 
 
+VIDEO_EXTENSIONS = ('.mp4', '.avi')
+
+
+def find_videos(folders: Sequence[str]) -> dict[str, str]:
+  """{file stem: path} of the .mp4/.avi files (any case) in `folders`.
+
+  Raises:
+    AffectJaxError: two videos with the same stem, naming both.
+  """
+  out = {}
+  for folder in folders:
+    for name in sorted(os.listdir(folder)):
+      stem, ext = os.path.splitext(name)
+      if ext.lower() not in VIDEO_EXTENSIONS:
+        continue
+      path = os.path.join(folder, name)
+      if stem in out:
+        raise AffectJaxError(f'Two videos named {stem!r}: {out[stem]} and '
+                             f'{path}; keep one.')
+      out[stem] = path
+  return out
+
+
 def read_image(path: str) -> np.ndarray:
   """uint8 [H, W, 3] RGB of an image file (any PIL format, grey expanded).
 
