@@ -162,7 +162,8 @@ def test_read_pts_and_values(tmp_path):
     aff_wild.read_pts(str(p), 4)
   t = tmp_path / 'v.txt'
   t.write_text('0.1\nfoo\n')
-  with pytest.raises(AffectJaxError, match='v.txt line 2: "foo" is not a f'):
+  with pytest.raises(AffectJaxError,
+                     match='v.txt line 2: "foo" is not a number'):
     aff_wild.read_values(str(t))
 
 

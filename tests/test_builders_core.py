@@ -284,3 +284,15 @@ def test_left_and_right_pick_the_two_people_of_a_video(tmp_path):
     spec = core.VideoSpec('two', 's', path, _label, pick=pick)
     records = [r for _, r in builder_lib.video_records(spec, 0, config, 1)]
     assert len(records) == 3 and all(r[F.RECORD_HAS_FACE] for r in records)
+
+
+def test_affect_value_parses_one_cell_for_every_builder():
+  from tfds_builders.core import annotations  # pylint: disable=g-import-not-at-top
+  assert annotations.affect_value(' -0.25 ', 'valence') == -0.25
+  assert np.isnan(annotations.affect_value('-5', 'valence', no_label=-5))
+  with pytest.raises(ValueError, match='^arousal "x" is not a number$'):
+    annotations.affect_value('x', 'arousal')
+  with pytest.raises(ValueError, match=r'^1.5 is outside \[-1, 1\]$'):
+    annotations.affect_value('1.5')
+  with pytest.raises(ValueError, match=r'nan is outside .*not -2, "no lab'):
+    annotations.affect_value('nan', 'valence', no_label=-2)

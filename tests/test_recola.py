@@ -270,8 +270,8 @@ def test_rater_file_errors_name_file_and_line(copy_dir, tmp_path):
 
 
 @pytest.mark.parametrize('cell, error', [
-    ('abc', "FF1 'abc' is not a number"),
-    ('nan', 'FF1 is nan'),
+    ('abc', 'FF1 "abc" is not a number'),
+    ('nan', r'FF1 nan is outside \[-1, 1\]'),
     ('1.5', r'FF1 1.5 is outside \[-1, 1\]'),
 ])
 def test_read_raters_rejects_bad_cells(tmp_path, cell, error):

@@ -49,6 +49,7 @@ import tensorflow_datasets as tfds
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
+from tfds_builders.core import annotations
 
 _DIMS = ('valence', 'arousal')
 _BOX_DIRS = ('bboxes', 'bboxs')
@@ -77,14 +78,10 @@ def read_values(path: str) -> np.ndarray:
   values = np.empty(len(lines), np.float32)
   for number, raw in enumerate(lines, start=1):
     try:
-      v = float(raw.strip())
-    except ValueError:
-      raise AffectJaxError(f'{path} line {number}: "{raw}" is not a float; '
-                           'fix or re-copy the file.') from None
-    if not -1.0 <= v <= 1.0:  # Also rejects NaN.
-      raise AffectJaxError(f'{path} line {number}: {raw.strip()} is outside '
-                           '[-1, 1]; fix or re-copy the file.')
-    values[number - 1] = v
+      values[number - 1] = annotations.affect_value(raw)
+    except ValueError as e:
+      raise AffectJaxError(f'{path} line {number}: {e}; fix or re-copy the '
+                           'file.') from None
   return values
 
 

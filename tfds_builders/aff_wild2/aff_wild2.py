@@ -60,7 +60,6 @@ both is an error.
 """
 
 import dataclasses
-import math
 import os
 import re
 
@@ -70,6 +69,7 @@ import tensorflow_datasets as tfds
 
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
+from tfds_builders.core import annotations
 
 # EXPR classes in label order, as in the newer (8-class) header.
 EXPR_CLASSES = ('Neutral', 'Anger', 'Disgust', 'Fear', 'Happiness',
@@ -173,16 +173,7 @@ def read_va(path: str) -> np.ndarray:
         raise ValueError(f'{len(fields)} field(s) instead of 2 '
                          '(valence,arousal)')
       for j, (name, cell) in enumerate(zip(_VA_HEADER, fields)):
-        try:
-          value = float(cell)
-        except ValueError:
-          raise ValueError(f'{name} {cell!r} is not a number') from None
-        if value == _NO_VA:
-          value = math.nan
-        elif not -1.0 <= value <= 1.0:  # Also rejects NaN.
-          raise ValueError(f'{name} {cell} is outside [-1, 1] (and not -5, '
-                           '"no label")')
-        out[i, j] = value
+        out[i, j] = annotations.affect_value(cell, name, _NO_VA)
     except ValueError as e:
       raise AffectJaxError(f'{path} line {number}: {e}: "{line}"; fix or '
                            're-copy the file.') from None

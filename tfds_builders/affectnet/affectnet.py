@@ -61,6 +61,7 @@ import tensorflow_datasets as tfds
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
+from tfds_builders.core import annotations
 
 HEADER = ('subDirectory_filePath', 'face_x', 'face_y', 'face_width',
           'face_height', 'facial_landmarks', 'expression', 'valence',
@@ -159,13 +160,10 @@ def _number(path: str, line: int, column: str, raw: str) -> float:
 
 
 def _affect(path: str, line: int, column: str, raw: str) -> float:
-  v = _number(path, line, column, raw)
-  if v == NOT_AVAILABLE:
-    return np.nan
-  if not -1.0 <= v <= 1.0:
-    raise _error(path, line, f'{column} {raw.strip()} is outside [-1, 1] '
-                 f'(and not {NOT_AVAILABLE:g}, "not available")')
-  return v
+  try:
+    return annotations.affect_value(raw, column, NOT_AVAILABLE)
+  except ValueError as e:
+    raise _error(path, line, str(e)) from None
 
 
 def _parse_landmarks(path: str, lines: list[int],

@@ -1,13 +1,46 @@
-"""Fusion of several annotators' labels into one label per frame.
+"""Label values: parsing a valence/arousal cell, fusing several annotators.
 
-Pure functions on arrays, shared by the builders whose datasets ship the
-individual annotations (RECOLA's ratings_individual/, RealEyes' per-annotator
-folders).
+`affect_value` is the one check of a valence/arousal cell of every builder's
+annotation files; the fusions are pure functions on arrays, shared by the
+builders whose datasets ship the individual annotations (RECOLA's
+ratings_individual/, RealEyes' per-annotator folders).
 """
+
+import math
 
 import numpy as np
 
 from affect_jax.errors import AffectJaxError
+
+def affect_value(raw: str, column: str = '',
+                 no_label: float | None = None) -> float:
+  """A valence or arousal cell of an annotation file -> float in [-1, 1].
+
+  Args:
+    raw: the cell's text (surrounding spaces ignored).
+    column: its name, for the message ('' for one-value-per-line files).
+    no_label: the dataset's "no label" marker (Aff-Wild2 -5, AffectNet -2),
+      returned as NaN.
+
+  Raises:
+    ValueError: `[column ]"raw" is not a number` or `[column ]raw is outside
+      [-1, 1]` (NaN and infinities included); the caller names the file and
+      line.
+  """
+  text = raw.strip()
+  prefix = f'{column} ' if column else ''
+  try:
+    value = float(text)
+  except ValueError:
+    raise ValueError(f'{prefix}"{text}" is not a number') from None
+  if no_label is not None and value == no_label:
+    return math.nan
+  if not -1.0 <= value <= 1.0:  # Also rejects NaN.
+    marker = (f' (and not {no_label:g}, "no label")' if no_label is not None
+              else '')
+    raise ValueError(f'{prefix}{text} is outside [-1, 1]{marker}')
+  return value
+
 
 # A rater whose ratings vary less than this (std) has no defined correlation.
 _CONSTANT_STD = 1e-9

@@ -52,6 +52,7 @@ import tensorflow_datasets as tfds
 
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
+from tfds_builders.core import annotations
 
 HEADER = ('frame_path', 'valence', 'arousal')
 SUBJECT_COLUMN = 'subject_id'
@@ -102,17 +103,13 @@ def _error(path: str, line: int, what: str) -> AffectJaxError:
 
 
 def _value(path: str, line: int, column: str, raw: str) -> float:
-  raw = raw.strip()
-  if not raw:
+  if not raw.strip():
     return math.nan  # No label for this frame.
   try:
-    v = float(raw)
-  except ValueError:
-    raise _error(path, line, f'{column} "{raw}" is not a number') from None
-  if not -1.0 <= v <= 1.0:  # Also rejects NaN: write an empty field.
-    raise _error(path, line, f'{column} {raw} is outside [-1, 1] (leave the '
-                 'field empty for a frame without a label)')
-  return v
+    return annotations.affect_value(raw, column)
+  except ValueError as e:  # NaN too: write an empty field.
+    raise _error(path, line, f'{e} (leave the field empty for a frame '
+                 'without a label)') from None
 
 
 def read_frame_list(path: str) -> list[Video]:

@@ -195,18 +195,15 @@ def read_raters(path: str) -> tuple[np.ndarray, np.ndarray, int]:
     try:
       if len(cells) != len(names):
         raise ValueError(f'{len(cells)} fields instead of {len(names)}')
-      row = []
-      for name, cell in zip(names, cells):
-        try:
-          value = float(cell)
-        except ValueError:
-          raise ValueError(f'{name} {cell.strip()!r} is not a number'
-                           ) from None
-        if not np.isfinite(value):
-          raise ValueError(f'{name} is {cell.strip()}')
-        if name != 'time' and abs(value) > 1:
-          raise ValueError(f'{name} {value} is outside [-1, 1]')
-        row.append(value)
+      try:
+        row = [float(cells[0])]
+      except ValueError:
+        raise ValueError(f'time "{cells[0].strip()}" is not a number'
+                         ) from None
+      if not np.isfinite(row[0]):
+        raise ValueError(f'time is {cells[0].strip()}')
+      row += [annotations.affect_value(cell, name)
+              for name, cell in zip(names[1:], cells[1:])]
       _check_time(row[0], times, 'time')
     except ValueError as e:
       raise AffectJaxError(f'{path} line {number}: {e}: "{line}"; fix or '
