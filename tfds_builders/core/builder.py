@@ -400,18 +400,15 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
     labels = spec.labels(frame.index, frame.time)
     if labels is None:
       continue
-    box, has_face, margin = None, False, 0.0
+    box, has_face, crop = None, False, None
     if frame.image is not None:
       h, w = frame.image.shape[:2]
       box, has_face = tracker(
           frame.image,
           np.array([0, 0, h, w], np.float32) if spec.aligned else labels.box)
-      margin = 0.0 if spec.aligned or box is None else config.margin
       if labels.has_face is not None:
         has_face = has_face and labels.has_face
-    if frame.image is None:
-      crop = None
-    else:
+      margin = 0.0 if spec.aligned or box is None else config.margin
       crop = face.crop_face(frame.image, box, config.image_size, margin)
     if labels.landmarks is not None and crop is not None:
       landmarks = crop.to_crop(labels.landmarks)

@@ -34,6 +34,31 @@ class Frame:
   image: np.ndarray | None
 
 
+def _require_file(path: str, kind: str) -> None:
+  if not os.path.isfile(path):
+    raise AffectJaxError(f'{kind} {path} does not exist; check --manual_dir '
+                         'and the layout in DATA_FORMATS.md.')
+
+
+def _open_video(path: str):
+  """(container, its first video stream) of `path`; the caller closes it.
+
+  Raises:
+    AffectJaxError: the file is missing, not a video or corrupt.
+  """
+  _require_file(path, 'Video')
+  try:
+    container = av.open(path)
+  except (av.error.FFmpegError, OSError) as e:
+    raise AffectJaxError(
+        f'Cannot open video {path}: {e}. The file is corrupt or truncated '
+        '(re-copy or re-download it) or not a video.') from e
+  if not container.streams.video:
+    container.close()
+    raise AffectJaxError(f'{path} has no video stream; replace the file.')
+  return container, container.streams.video[0]
+
+
 def iter_frames(path: str) -> Iterator[Frame]:
   """Yields the frames of the first video stream of `path`.
 
@@ -44,20 +69,9 @@ def iter_frames(path: str) -> Iterator[Frame]:
     AffectJaxError: the file is missing, not a video, or corrupt (truncated
       downloads typically fail here), naming the file.
   """
-  if not os.path.isfile(path):
-    raise AffectJaxError(f'Video {path} does not exist; check --manual_dir '
-                         'and the layout in DATA_FORMATS.md.')
-  try:
-    container = av.open(path)
-  except (av.error.FFmpegError, OSError) as e:
-    raise AffectJaxError(
-        f'Cannot open video {path}: {e}. The file is corrupt or truncated '
-        '(re-copy or re-download it) or not a video.') from e
+  container, stream = _open_video(path)
   index = -1
   with container:
-    if not container.streams.video:
-      raise AffectJaxError(f'{path} has no video stream; replace the file.')
-    stream = container.streams.video[0]
     # Frame-level threads: several times faster on multi-core machines.
     stream.thread_type = 'AUTO'
     start = stream.start_time or 0
@@ -90,19 +104,9 @@ def probe(path: str) -> float:
   Raises:
     AffectJaxError: as `iter_frames`.
   """
-  if not os.path.isfile(path):
-    raise AffectJaxError(f'Video {path} does not exist; check --manual_dir '
-                         'and the layout in DATA_FORMATS.md.')
-  try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise AffectJaxError(f'{path} has no video stream; replace the file.')
-      stream = container.streams.video[0]
-      return float(stream.average_rate or stream.guessed_rate or 0)
-  except (av.error.FFmpegError, OSError) as e:
-    raise AffectJaxError(
-        f'Cannot open video {path}: {e}. The file is corrupt or truncated '
-        '(re-copy or re-download it) or not a video.') from e
+  container, stream = _open_video(path)
+  with container:
+    return float(stream.average_rate or stream.guessed_rate or 0)
 
 
 def write_video(path: str, images: Iterable[np.ndarray], fps: float,
@@ -166,19 +170,21 @@ def find_videos(folders: Sequence[str]) -> dict[str, str]:
   return out
 
 
+# What PIL raises for a file that is not a readable image.
+_IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+
+
 def read_image(path: str) -> np.ndarray:
   """uint8 [H, W, 3] RGB of an image file (any PIL format, grey expanded).
 
   Raises:
     AffectJaxError: the file is missing or cannot be decoded, naming it.
   """
-  if not os.path.isfile(path):
-    raise AffectJaxError(f'Image {path} does not exist; check --manual_dir '
-                         'and the layout in DATA_FORMATS.md.')
+  _require_file(path, 'Image')
   try:
     with Image.open(path) as image:
       return np.asarray(image.convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
+  except _IMAGE_ERRORS as e:
     raise AffectJaxError(
         f'Cannot decode image {path}: {e}. The file is corrupt or truncated; '
         're-copy or re-extract it.') from e
@@ -219,13 +225,11 @@ def probe_images(paths: Sequence[str | None], where: str = '') -> None:
     raise AffectJaxError(f'The image sequence {where} has no image; check '
                          'the layout in DATA_FORMATS.md.')
   for path in present:
-    if not os.path.isfile(path):
-      raise AffectJaxError(f'Image {path} does not exist; check --manual_dir '
-                           'and the layout in DATA_FORMATS.md.')
+    _require_file(path, 'Image')
   try:
     with Image.open(present[0]):
       pass
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
+  except _IMAGE_ERRORS as e:
     raise AffectJaxError(
         f'Cannot open image {present[0]}: {e}. The file is corrupt or '
         'truncated; re-copy or re-extract it.') from e
