@@ -1,6 +1,9 @@
 """Building a dataset fixture and reading its records, for builder tests."""
 
+import ml_collections
 import tensorflow_datasets as tfds
+
+from affect_jax import input_pipeline
 
 
 def build(builder_cls, config_cls, manual_dir, data_dir, **config):
@@ -20,3 +23,14 @@ def records(builder) -> dict[str, list[dict]]:
     source = builder.as_data_source(split)
     out[split] = [source[i] for i in range(len(source))]
   return out
+
+
+def load_splits(name: str, data_dir, builder_config: str | None = None,
+                splits=None) -> dict:
+  """{split: input_pipeline.SplitData} of a prepared dataset (all splits)."""
+  cfg = ml_collections.ConfigDict(dict(
+      name=name, builder_config=builder_config, data_dir=str(data_dir),
+      build_if_missing=False))
+  if splits is None:
+    splits = input_pipeline.get_builder(cfg).info.splits
+  return {s: input_pipeline.load_split(cfg, s) for s in splits}

@@ -48,11 +48,7 @@ def copy_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def built(copy_dir, tmp_path_factory):
   builder = _build(copy_dir, tmp_path_factory.mktemp('afew_tfds'))
-  records = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split)
-    records[split] = [source[i] for i in range(len(source))]
-  return builder, records
+  return builder, builder_util.records(builder)
 
 
 def test_splits_ids_and_counts(built):

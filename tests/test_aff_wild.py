@@ -3,12 +3,10 @@
 import os
 import shutil
 
-import ml_collections
 import numpy as np
 import pytest
 
 from affect_jax import features as F
-from affect_jax import input_pipeline
 from affect_jax import prepare
 from affect_jax.errors import AffectJaxError
 from tfds_builders.aff_wild import aff_wild
@@ -84,11 +82,7 @@ def copy_dir(tmp_path_factory):
 def built(copy_dir, tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('aff_wild_tfds'))
   builder = prepare.prepare('aff_wild', data_dir, copy_dir)
-  cfg = ml_collections.ConfigDict(dict(
-      name='aff_wild', builder_config=None, data_dir=data_dir,
-      build_if_missing=False))
-  return builder, {s: input_pipeline.load_split(cfg, s)
-                   for s in builder.info.splits}
+  return builder, builder_util.load_splits('aff_wild', data_dir)
 
 
 def test_splits_counts_and_membership(built):

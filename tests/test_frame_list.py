@@ -71,12 +71,8 @@ def copy_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def built(copy_dir, tmp_path_factory):
-  builder = _build(copy_dir, tmp_path_factory.mktemp('frame_list_tfds'))
-  out = {}
-  for split in builder.info.splits:
-    source = builder.as_data_source(split)
-    out[split] = [source[i] for i in range(len(source))]
-  return out
+  return builder_util.records(
+      _build(copy_dir, tmp_path_factory.mktemp('frame_list_tfds')))
 
 
 def _ids(records, key=F.RECORD_VIDEO_ID):

@@ -4,13 +4,12 @@ import os
 import subprocess
 import sys
 
-import ml_collections
 import pytest
 
-from affect_jax import input_pipeline
 from affect_jax import prepare
 from affect_jax.errors import AffectJaxError
 from tfds_builders.synthetic_faces import realeyes_layout
+from tests import builder_util
 
 
 @pytest.fixture(scope='module')
@@ -28,10 +27,8 @@ def test_face_options_rename_the_config_and_load(copy_dir, tmp_path):
                             num_workers=None)
   name = 'default-detector_none-landmarks_none-image_size_24'
   assert builder.builder_config.name == name
-  cfg = ml_collections.ConfigDict(dict(
-      name='realeyes', builder_config=name, data_dir=str(tmp_path),
-      build_if_missing=False))
-  split = input_pipeline.load_split(cfg, 'train')
+  split = builder_util.load_splits('realeyes', tmp_path, name,
+                                   splits=('train',))['train']
   assert split.source[0]['image'][:2] == b'\xff\xd8'  # JPEG.
   assert builder.info.metadata['image_size'] == 24
   # prepare indexed the splits: training starts without a scan.

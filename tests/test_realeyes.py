@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -45,11 +44,8 @@ def manual_dir(tmp_path_factory):
 def built(manual_dir, tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('realeyes_tfds'))
   prepare.prepare('realeyes', data_dir, manual_dir)
-  cfg = ml_collections.ConfigDict(dict(
-      name='realeyes', builder_config=None, data_dir=data_dir,
-      build_if_missing=False))
-  return {s: input_pipeline.load_split(cfg, s)
-          for s in ('train', 'validation')}
+  return builder_util.load_splits('realeyes', data_dir,
+                                  splits=('train', 'validation'))
 
 
 def _records(split):
