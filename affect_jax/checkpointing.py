@@ -90,3 +90,67 @@ def restore_best_variables(directory: str) -> tuple[dict[str, Any],
       'a stage checkpoint folder (<workdir>/<stage>/checkpoints) or an '
       'imported-weights folder. Check config init_from, or run the stage '
       'that produces it first.')
+
+
+# Version of the self-contained model record saved with `best` checkpoints.
+MODEL_FORMAT = 'affect_jax.model/1'
+
+
+def find_checkpoints(path: str) -> str:
+  """The checkpoint folder behind a workdir, a stage folder or itself.
+
+  A workdir resolves to its last stage that has a best checkpoint (in
+  `config.stages` order as recorded in its config.json, else by name).
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  for candidate in (path, os.path.join(path, 'checkpoints')):
+    if os.path.isdir(os.path.join(candidate, 'best')):
+      return candidate
+  if os.path.isdir(path):
+    stages = sorted(d for d in os.listdir(path)
+                    if os.path.isdir(os.path.join(path, d, 'checkpoints',
+                                                  'best')))
+    order = _stage_order(path)
+    stages.sort(key=lambda d: order.index(d) if d in order else -1)
+    if stages:
+      return os.path.join(path, stages[-1], 'checkpoints')
+  return path
+
+
+def _stage_order(workdir: str) -> list[str]:
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return [s.strip() for s in json.load(f)['stages'].split(',')]
+  except (OSError, KeyError, ValueError, AttributeError):
+    return []
+
+
+def load_model(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Variables and model record of a self-contained best checkpoint.
+
+  Args:
+    path: a training workdir, a stage folder, or a checkpoint folder.
+
+  Returns:
+    (variables, meta) where meta holds everything needed to rebuild and
+    feed the network: `model` (the config.model section), `input` (window,
+    image size, normalisation), `task`, `outputs`, `label_names`, `data`
+    (the dataset's name, fps and face-crop settings), `step`, and the
+    selection metric.
+
+  Raises:
+    AffectJaxError: no checkpoint there, or one that holds weights only
+      (an ImageNet import) or was written by an incompatible version.
+  """
+  directory = find_checkpoints(path)
+  variables, meta = restore_best_variables(directory)
+  fmt = meta.get('format')
+  if fmt != MODEL_FORMAT:
+    what = ('holds weights only (e.g. imported ImageNet weights): use it '
+            'as a train stage\'s init_from' if fmt is None else
+            f'was written in format {fmt!r}; this version of affect_jax '
+            f'reads {MODEL_FORMAT!r}: retrain or use the version that '
+            'wrote it')
+    raise AffectJaxError(f'The checkpoint in {directory} {what}.')
+  return variables, meta

@@ -1,75 +1,92 @@
 """Runs an experiment's stages in order: e.g. pretrain -> finetune -> test.
 
+The stage kinds are a table (`STAGE_KINDS`): a kind is one function that
+takes a `StageContext` and returns a JSON-able summary. Adding a kind (e.g.
+cross validation) is adding one entry.
+
 Each stage works in `<workdir>/<stage>/` and writes `DONE.json` when it
 finishes, so rerunning the same command after an interrupt resumes the
 unfinished stage from its latest checkpoint and never redoes a finished one.
+A stage uses another's outputs by name: `stage:NAME` is that stage's folder
+(its checkpoints, its prediction files); it must have finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 
 from affect_jax import writers
 from affect_jax.errors import AffectJaxError
-
-# Stage keys that fall back to the experiment's top-level value when unset.
-INHERITED = ('num_train_steps', 'learning_rate', 'schedule', 'warmup_steps',
-             'decay_steps', 'decay_rate', 'eval_every_steps',
-             'checkpoint_every_steps', 'early_stopping_patience')
+from configs import common
 
 
-def stage_names(config) -> list[str]:
-  names = [s.strip() for s in str(config.stages).split(',') if s.strip()]
-  for n in names:
-    if n not in config:
+@dataclasses.dataclass
+class StageContext:
+  """What a stage function gets: the configs, its folder, other stages."""
+  config: ml_collections.ConfigDict  # The whole experiment.
+  cfg: ml_collections.ConfigDict  # This stage's resolved section.
+  name: str
+  workdir: str  # This stage's folder.
+  root: str  # The experiment's workdir.
+
+  def source(self, ref: str) -> str | None:
+    """'' -> None; 'stage:NAME' -> that finished stage's folder; else a path."""
+    if not ref:
+      return None
+    if ref.startswith('REQUIRED:'):
+      key = 'init_from' if self.cfg.kind == 'train' else 'checkpoint_from'
       raise AffectJaxError(
-          f'config.stages names {n!r} but the config has no such section; '
-          f'sections: {sorted(k for k in config if isinstance(config[k], ml_collections.ConfigDict))}.')
-  return names
-
-
-def resolve_stage(config: ml_collections.ConfigDict,
-                  name: str) -> ml_collections.ConfigDict:
-  """The stage's section with unset keys filled from the top level."""
-  cfg = ml_collections.ConfigDict(config[name].to_dict())
-  for key in INHERITED:
-    if key in cfg and cfg[key] is None:
-      cfg[key] = config.get(key)
-  if 'dataset' in cfg and cfg.dataset is None:
-    cfg.dataset = ml_collections.ConfigDict(config.dataset.to_dict())
-  return cfg
-
-
-def _init_source(workdir: str, init_from: str) -> str | None:
-  """'' -> None; 'stage:NAME' -> that stage's checkpoints; else a path."""
-  if not init_from:
-    return None
-  if init_from.startswith('stage:'):
-    src = init_from[len('stage:'):]
-    path = os.path.join(workdir, src, 'checkpoints')
-    if not os.path.exists(os.path.join(workdir, src, 'DONE.json')):
-      raise AffectJaxError(
-          f'init_from={init_from!r} but stage {src!r} has not finished in '
-          f'{workdir}; run it first (list it before this stage in '
-          'config.stages).')
+          f'config.{self.name}.{key} must be set for this variant: '
+          f'{ref[len("REQUIRED:"):].strip()}; pass '
+          f'--config.{self.name}.{key}=PATH.')
+    if ref.startswith('stage:'):
+      src = ref[len('stage:'):]
+      if not os.path.exists(os.path.join(self.root, src, 'DONE.json')):
+        raise AffectJaxError(
+            f'config.{self.name} refers to {ref!r} but stage {src!r} has not '
+            f'finished in {self.root}; list it before {self.name!r} in '
+            'config.stages (or point at another run\'s folder).')
+      return os.path.join(self.root, src)
+    path = os.path.abspath(os.path.expanduser(ref))
+    if not os.path.exists(path):
+      raise AffectJaxError(f'config.{self.name} refers to {ref!r}, which does '
+                           'not exist; give a workdir, a stage folder or a '
+                           'checkpoint folder.')
     return path
-  return os.path.expanduser(init_from)
+
+
+def stage_kinds() -> dict[str, Callable[[StageContext], dict[str, Any]]]:
+  # Imported here so that `--help` and config errors need no JAX warm-up.
+  from affect_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from affect_jax import postprocess  # pylint: disable=g-import-not-at-top
+  from affect_jax import train  # pylint: disable=g-import-not-at-top
+  return {'train': train.train_and_evaluate,
+          'test': evaluate.test_stage,
+          'postprocess': postprocess.postprocess_stage}
+
+
+def check(config) -> list[str]:
+  """Validates the config against the schema; returns the stage names."""
+  try:
+    common.validate(config)
+  except common.ConfigError as e:
+    raise AffectJaxError(str(e)) from None
+  return common.stage_names(config)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) every stage of `config.stages` under `workdir`."""
-  # Imported here so that `--help` and config errors need no JAX warm-up.
-  from affect_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from affect_jax import train  # pylint: disable=g-import-not-at-top
-
+  names = check(config)
+  kinds = stage_kinds()
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
-  names = stage_names(config)
   _record_run(config, workdir)
   results = {}
   for name in names:
@@ -79,19 +96,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       print(f'[{name}] already finished ({done}); skipping.', flush=True)
       results[name] = writers.read_json(done)
       continue
-    cfg = resolve_stage(config, name)
+    cfg = common.resolve_stage(config, name)
     writers.write_json(os.path.join(stage_dir, 'config.json'), cfg.to_dict())
     t0 = time.time()
-    if cfg.kind == 'train':
-      out = train.train_and_evaluate(
-          config, cfg, stage_dir,
-          init_source=_init_source(workdir, cfg.init_from))
-    elif cfg.kind == 'test':
-      src = _init_source(workdir, cfg.checkpoint_from)
-      out = evaluate.test_stage(config, cfg, src, stage_dir)
-    else:
-      raise AffectJaxError(
-          f'config.{name}.kind={cfg.kind!r}; use "train" or "test".')
+    out = kinds[cfg.kind](StageContext(config=config, cfg=cfg, name=name,
+                                       workdir=stage_dir, root=workdir))
     out['seconds'] = round(time.time() - t0, 1)
     writers.write_json(done, out)
     results[name] = out
@@ -116,5 +125,4 @@ def _record_run(config, workdir: str):
 
 
 def _jsonable(obj):
-  import json  # pylint: disable=g-import-not-at-top
   return json.loads(json.dumps(obj, default=str))

@@ -27,6 +27,8 @@ LANDMARKS = 'landmarks'  # float32 [B, T, 68, 2]
 MASK = 'mask'  # float32 [B, T]; 1 for real frames, 0 for padding.
 VIDEO_INDEX = 'video_index'  # int32 [B]; index into the split's video list.
 T0 = 't0'  # int32 [B]; index of the window's first frame in its video.
+TIME = 'time'  # float32 [B, T] seconds from the start of the video.
+HAS_FACE = 'has_face'  # float32 [B, T]; 1 where the builder found a face.
 
 # The eight RealEyes emotion classes (tzirakis2019, Table 3), in label order.
 REALEYES_EMOTIONS = ('neutral', 'happy', 'surprise', 'disgust', 'contempt',

@@ -69,6 +69,9 @@ class SplitData:
   arousal: np.ndarray
   emotions: np.ndarray
   emotion_names: tuple[str, ...]
+  # The builder's metadata (fps, face-crop settings: detector, image_size,
+  # margin, landmarks) and full name, saved with the checkpoints trained on it.
+  metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def num_frames(self) -> int:
@@ -175,8 +178,10 @@ def load_split(dataset_cfg, split: str) -> SplitData:
   parts = [indexed_split(builder, s) for s in split.split('+')]
   if len(parts) == 1:
     return parts[0]
-  return _join(parts, builder.as_data_source(split),
-               f'{builder.info.full_name}/{split}')
+  joined = _join(parts, builder.as_data_source(split),
+                 f'{builder.info.full_name}/{split}')
+  joined.metadata = parts[0].metadata
+  return joined
 
 
 # Bump when SplitData or index_split changes: older cached indexes are redone.
@@ -202,7 +207,16 @@ def indexed_split(builder, split: str) -> SplitData:
     logging.info('Indexing %s (%d records).', name, len(source))
     data = index_split(source, name, emotion_names)
     _write_index(path, data)
+  data.metadata = dataset_metadata(builder)
   return data
+
+
+def dataset_metadata(builder) -> dict[str, Any]:
+  """JSON-able builder metadata plus the dataset's full name."""
+  meta = {k: (list(v) if isinstance(v, tuple) else v)
+          for k, v in dict(builder.info.metadata or {}).items()}
+  meta['dataset'] = builder.info.full_name
+  return meta
 
 
 def _read_index(path: str, source, name: str) -> SplitData | None:
@@ -416,6 +430,8 @@ class LoadWindow:
         FRAME_INDEX: np.full((t,), -1, np.int32),
         F.VIDEO_INDEX: np.int32(v),
         F.T0: np.int32(s),
+        F.TIME: np.full((t,), np.nan, np.float32),
+        F.HAS_FACE: np.zeros((t,), np.float32),
     }
     if self.augment:
       crop = self.resize_size - size
@@ -445,6 +461,8 @@ class LoadWindow:
       out[F.FRAMES][i] = img
       out[F.MASK][i] = 1.0
       out[FRAME_INDEX][i] = int(r[F.RECORD_FRAME_INDEX])
+      out[F.TIME][i] = r.get(F.RECORD_TIME, np.nan)
+      out[F.HAS_FACE][i] = float(r.get(F.RECORD_HAS_FACE, True))
       if F.RECORD_VALENCE in r:
         out[F.VALENCE][i] = r[F.RECORD_VALENCE]
         out[F.AROUSAL][i] = r[F.RECORD_AROUSAL]
@@ -487,6 +505,14 @@ def _check_batch(batch_size: int) -> int:
   return batch_size // jax.process_count()
 
 
+def train_windows(split: SplitData, input_cfg,
+                  rare_repeats: int = 1) -> np.ndarray:
+  """The training windows of a split (one epoch), [N, 3] rows."""
+  windows = make_windows(split.lengths, input_cfg.window,
+                         input_cfg.train_stride)
+  return rare_window_repeats(split, windows, rare_repeats)
+
+
 def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
                   augment: bool = True, rare_repeats: int = 1,
                   num_emotions: int | None = None) -> grain.MapDataset:
@@ -495,9 +521,7 @@ def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
   Element s is the batch of step s, so `ds[start:]` resumes exactly.
   """
   local_batch = _check_batch(batch_size)
-  windows = make_windows(split.lengths, input_cfg.window,
-                         input_cfg.train_stride)
-  windows = rare_window_repeats(split, windows, rare_repeats)
+  windows = train_windows(split, input_cfg, rare_repeats)
   ds = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
   # Each process takes its share of every global batch.
   ds = ds[jax.process_index()::jax.process_count()]

@@ -315,6 +315,72 @@ class MultiLabelAccumulator(_FrameStore):
     return out
 
 
+class SingleLabelAccumulator(_FrameStore):
+  """Whole-split accuracy, per-class F1 and confusion matrix of one-of-C labels.
+
+  update() takes probabilities (or logits: only the argmax counts) [B, T, C]
+  and one-hot labels [B, T, C]; a frame without a label (a NaN or all-zero
+  row, e.g. Aff-Wild2's -1) is left out. Each (video, frame) counts once.
+  """
+
+  def update(self, outputs, labels, mask, video_ids: Sequence[Any],
+             frame_indices) -> None:
+    labels = np.asarray(labels, np.float64)
+    valid = ((np.asarray(mask) > 0) & ~np.any(np.isnan(labels), axis=-1) &
+             (np.nansum(labels, axis=-1) > 0.5))
+    self._add(outputs, labels, valid, video_ids, frame_indices)
+
+  def result(self, class_names: Sequence[str] | None = None
+             ) -> dict[str, Any]:
+    """Metrics over all kept frames.
+
+    Returns:
+      `accuracy` (fraction of frames whose argmax is the label),
+      `f1_<name>` per class and `f1_mean` (macro mean over the C classes),
+      `accuracy_<name>` (recall of each class: the per-class accuracy
+      kollias2019 reports for AFEW), `confusion` (C x C nested list, rows =
+      true class, columns = predicted), `num_frames`. NaN where there are no
+      frames.
+    """
+    width = len(class_names) if class_names is not None else 0
+    _, _, outputs, labels = self._frames(width)
+    if class_names is None:
+      class_names = [str(c) for c in range(outputs.shape[1])]
+    return classification_report(np.argmax(outputs, axis=-1),
+                                 np.argmax(labels, axis=-1), class_names)
+
+
+def classification_report(predicted, true, class_names: Sequence[str]
+                          ) -> dict[str, Any]:
+  """Accuracy, per-class F1 / accuracy and confusion of int class labels.
+
+  Args:
+    predicted: int [N] predicted classes.
+    true: int [N] true classes.
+    class_names: the C names, in class order.
+  """
+  predicted = np.asarray(predicted, np.int64)
+  true = np.asarray(true, np.int64)
+  c = len(class_names)
+  n = true.size
+  confusion = np.zeros((c, c), np.int64)
+  np.add.at(confusion, (true, predicted), 1)
+  tp = np.diag(confusion)
+  fp = confusion.sum(axis=0) - tp
+  fn = confusion.sum(axis=1) - tp
+  f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+  recall = _ratio(tp, tp + fn)
+  out: dict[str, Any] = {}
+  for k, name in enumerate(class_names):
+    out[f'f1_{name}'] = float(f1[k]) if n else float('nan')
+    out[f'accuracy_{name}'] = float(recall[k]) if n else float('nan')
+  out['f1_mean'] = float(np.mean(f1)) if n else float('nan')
+  out['accuracy'] = float(np.mean(predicted == true)) if n else float('nan')
+  out['confusion'] = confusion.tolist()
+  out['num_frames'] = int(n)
+  return out
+
+
 def roc_auc(scores, labels) -> float:
   """Area under the ROC curve (Mann-Whitney U, tied scores averaged).
 

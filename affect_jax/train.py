@@ -1,71 +1,60 @@
-"""Training and evaluation of one stage: state, `train_step`, `eval_step`, loop.
+"""Training of one stage: state, `train_step`, the loop, the best checkpoint.
 
-A stage trains one model on one task ('emotions': multi-label sigmoid with the
-weighted BCE of tzirakis2019; 'va': arousal and valence with the 1 - CCC loss)
-and keeps the best checkpoint by a validation metric. `affect_jax.experiment`
-chains stages (pretrain -> fine-tune -> test).
+A train stage trains one model on one task of `affect_jax.tasks` (the loss,
+targets and metrics come from the task table) and keeps the best checkpoint
+by a validation metric, with early stopping. `affect_jax.experiment` chains
+stages (pretrain -> fine-tune -> test -> post-process).
 
 Data parallel: one jitted step over a `Mesh` with a single `data` axis; the
 batch is sharded over it, parameters and optimizer state are replicated. The
 same code runs on 1 CPU, 8 simulated CPU devices, a GPU, or many hosts.
+Training metrics are clu `Average`s merged on the device and fetched only
+when logged, so the loop does not wait for every step.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from typing import Any
 
-from absl import logging
+from clu import metrics as clu_metrics
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
-import ml_collections
 import numpy as np
 import optax
 
 from affect_jax import checkpointing
 from affect_jax import features as F
+from affect_jax import inference
 from affect_jax import input_pipeline
 from affect_jax import losses
-from affect_jax import metrics as metrics_lib
 from affect_jax import models
+from affect_jax import plots
+from affect_jax import tasks as tasks_lib
 from affect_jax import writers
 from affect_jax.errors import AffectJaxError
 
-# Output order of the 2-unit regression head (tzirakis2019: "arousal, valence").
-VA_OUTPUTS = (F.AROUSAL, F.VALENCE)
-TASKS = ('emotions', 'va')
+build_model = inference.build_model
+make_mesh = inference.make_mesh
+
+# Batch keys the train step reads.
+_TRAIN_KEYS = inference.MODEL_KEYS + (F.VALENCE, F.AROUSAL, F.EMOTIONS,
+                                      F.HAS_FACE)
 
 
 class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), ('data',))
-
-
-def num_outputs(task: str, num_emotions: int) -> int:
-  if task == 'emotions':
-    return num_emotions
-  if task == 'va':
-    return len(VA_OUTPUTS)
-  raise AffectJaxError(f'Unknown task {task!r}; use one of {TASKS}.')
-
-
-def build_model(model_cfg, n_out: int):
-  """The config's network with an `n_out`-unit per-frame head."""
-  kwargs = dict(model_cfg)
-  arch = kwargs.pop('arch')
-  if 'dtype' in kwargs:
-    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  for key in ('stage_sizes', 'fc_features'):
-    if key in kwargs:
-      kwargs[key] = tuple(kwargs[key])
-  return models.build(arch, num_outputs=n_out, **kwargs)
+# Averages over the steps between two log lines (merged on the device).
+TrainMetrics = clu_metrics.Collection.create(
+    loss=clu_metrics.Average.from_output('loss'),
+    grad_norm=clu_metrics.Average.from_output('grad_norm'))
 
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
@@ -105,75 +94,46 @@ def _as_tuple(value) -> tuple[str, ...]:
   return tuple(value)
 
 
-def targets(task: str, batch) -> jnp.ndarray:
-  if task == 'va':
-    return jnp.stack([batch[k] for k in VA_OUTPUTS], axis=-1)
-  return batch[F.EMOTIONS]
-
-
-def compute_loss(task: str, loss_name: str, outputs, batch,
-                 class_weights) -> jnp.ndarray:
-  """Scalar loss of [B, T, K] outputs against the batch's labels."""
-  y, mask = targets(task, batch), batch[F.MASK]
-  if loss_name == 'ccc':
-    return losses.ccc_loss(outputs, y, mask)
-  if loss_name == 'mse':
-    return losses.mse_loss(outputs, y, mask)
-  if loss_name == 'weighted_bce':
-    return losses.weighted_sigmoid_bce(outputs, y, mask, class_weights)
-  raise AffectJaxError(
-      f'Unknown loss {loss_name!r}; use ccc, mse or weighted_bce.')
-
-
-def train_step(state: TrainState, batch, *, task: str, loss_name: str,
-               class_weights, normalization: str):
+def train_step(state: TrainState, batch, *, task: tasks_lib.Task, loss_fn,
+               class_weights, normalization: str, train_without_face: bool):
   """One optimisation step on a global batch; returns (state, metrics)."""
   frames = input_pipeline.normalize(batch[F.FRAMES], normalization)
   dropout_rng = jax.random.fold_in(jax.random.PRNGKey(0), state.step)
+  # Frames without a face still run through the RNN (its state carries over
+  # them) but do not count in the loss unless asked.
+  loss_mask = batch[F.MASK]
+  if not train_without_face:
+    loss_mask = loss_mask * batch[F.HAS_FACE]
 
-  def loss_fn(params):
+  def compute_loss(params):
     outputs, new_vars = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, frames,
         mask=batch[F.MASK], landmarks=batch.get(F.LANDMARKS), train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': dropout_rng})
-    loss = compute_loss(task, loss_name, outputs.astype(jnp.float32), batch,
-                        class_weights)
+        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    loss = loss_fn(outputs.astype(jnp.float32), task.targets(batch),
+                   loss_mask, class_weights)
     return loss, new_vars['batch_stats']
 
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(
       state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
-
-
-def eval_step(state: TrainState, batch, *, task: str, normalization: str):
-  """Per-frame predictions [B, T, K] (probabilities for emotions)."""
-  frames = input_pipeline.normalize(batch[F.FRAMES], normalization)
-  outputs = state.apply_fn(
-      {'params': state.params, 'batch_stats': state.batch_stats}, frames,
-      mask=batch[F.MASK], landmarks=batch.get(F.LANDMARKS),
-      train=False).astype(jnp.float32)
-  if task == 'emotions':
-    outputs = jax.nn.sigmoid(outputs)
-  return outputs
-
-
-_DEVICE_KEYS = (F.FRAMES, F.MASK, F.VALENCE, F.AROUSAL, F.EMOTIONS,
-                F.LANDMARKS)
-
-
-def to_device(batch, sharding: NamedSharding):
-  """Host-local batch -> global arrays sharded over the `data` axis."""
-  return {k: jax.make_array_from_process_local_data(sharding, batch[k])
-          for k in _DEVICE_KEYS if k in batch}
+  return state, TrainMetrics.single_from_model_output(
+      loss=loss, grad_norm=optax.tree.norm(grads))
 
 
 class Stage:
-  """Compiled model, state and steps of one training/evaluation stage."""
+  """Compiled network, train step and prediction of one stage.
+
+  Args:
+    config: the experiment config (model, input, batch size).
+    cfg: the resolved stage section (task, loss, freeze, schedule).
+    n_out: head width.
+    class_weights: [n_out] loss weights (weighted BCE), or None.
+  """
 
   def __init__(self, config, cfg, n_out: int, class_weights=None):
     self.config, self.cfg = config, cfg
+    self.task = tasks_lib.get(cfg.get('task', 'va'))
     self.mesh = make_mesh()
     self.replicated = NamedSharding(self.mesh, P())
     self.data_sharding = NamedSharding(self.mesh, P('data'))
@@ -183,19 +143,18 @@ class Stage:
                         inp.image_size, 3)
     cw = (jnp.ones((n_out,), jnp.float32) if class_weights is None
           else jnp.asarray(class_weights, jnp.float32))
+    loss_name = cfg.get('loss') or self.task.default_loss
     self._train_step = jax.jit(
-        functools.partial(train_step, task=cfg.task,
-                          loss_name=cfg.get('loss', 'ccc'),
-                          class_weights=cw,
-                          normalization=inp.normalization),
+        functools.partial(train_step, task=self.task,
+                          loss_fn=self.task.loss_fn(loss_name),
+                          class_weights=cw, normalization=inp.normalization,
+                          train_without_face=inp.get('train_without_face',
+                                                     False)),
         in_shardings=(self.replicated, self.data_sharding),
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=0)
-    self._eval_step = jax.jit(
-        functools.partial(eval_step, task=cfg.task,
-                          normalization=inp.normalization),
-        in_shardings=(self.replicated, self.data_sharding),
-        out_shardings=self.data_sharding)
+    self._predict = inference.make_predict_fn(self.model, inp.normalization,
+                                              self.mesh)
 
   def init_variables(self, seed: int) -> dict[str, Any]:
     x = jnp.zeros(self.input_shape[:1] + (2,) + self.input_shape[2:],
@@ -214,20 +173,14 @@ class Stage:
         out_shardings=self.replicated)
     return create(variables)
 
-  def eval_state(self, variables) -> TrainState:
-    """A state for evaluation only (no optimizer)."""
-    return TrainState.create(apply_fn=self.model.apply,
-                             params=variables['params'], tx=optax.identity(),
-                             batch_stats=variables.get('batch_stats', {}))
-
   def train_step(self, state, batch):
-    return self._train_step(state, to_device(batch, self.data_sharding))
+    return self._train_step(
+        state, inference.to_device(batch, self.data_sharding, _TRAIN_KEYS))
 
-  def predict(self, state, batch) -> np.ndarray:
-    out = self._eval_step(state, to_device(batch, self.data_sharding))
-    # Each process keeps the rows of its own windows.
-    return np.concatenate([np.asarray(s.data) for s in sorted(
-        out.addressable_shards, key=lambda s: s.index[0].start or 0)])
+  def logits_fn(self, state):
+    """host batch -> logits of this process's rows, with `state`'s weights."""
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    return lambda batch: self._predict(variables, batch)
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
@@ -243,7 +196,9 @@ def init_from_checkpoint(variables: dict[str, Any], source: str,
   swap of the pretrain -> fine-tune chain (8 emotions -> arousal, valence).
   Submodules of `keep` that the checkpoint lacks (an ImageNet import holds
   only the trunk) stay fresh too; it is an error if nothing is restored.
+  `source` may be a workdir, a stage folder or a checkpoint folder.
   """
+  source = checkpointing.find_checkpoints(source)
   loaded, meta = checkpointing.restore_best_variables(source)
   out = {c: dict(v) for c, v in variables.items()}
   restored = []
@@ -260,8 +215,9 @@ def init_from_checkpoint(variables: dict[str, Any], source: str,
       if src is None or _shapes(src) != _shapes(dst):
         raise AffectJaxError(
             f'{collection}/{name} in checkpoint {source!r} does not match the '
-            f'model (different architecture or width; the checkpoint says '
-            f'{meta}); use the config.model of the run that wrote it.')
+            f'model (different architecture or width; the checkpoint was '
+            f'trained with model {meta.get("model", meta)}); use the '
+            'config.model of the run that wrote it.')
       out[collection][name] = jax.tree.map(
           lambda s, d: jax.device_put(jnp.asarray(s, d.dtype), d.sharding),
           src, dst)
@@ -277,29 +233,15 @@ def init_from_checkpoint(variables: dict[str, Any], source: str,
   return out
 
 
-def evaluate(stage: Stage, state: TrainState, split: input_pipeline.SplitData,
-             task: str, emotion_names=()) -> tuple[dict[str, float], Any]:
-  """Metrics over a whole split (every frame once), and the accumulator."""
-  config = stage.config
-  n_emotions = len(emotion_names) if task == 'emotions' else None
-  ds = input_pipeline.eval_dataset(split, config.input, config.batch_size,
-                                   num_emotions=n_emotions)
-  if task == 'va':
-    acc = metrics_lib.RegressionAccumulator()
-  else:
-    acc = metrics_lib.MultiLabelAccumulator()
-  for batch in input_pipeline.iterate(ds, config.input):
-    pred = stage.predict(state, batch)
-    vids = [split.video_ids[int(i)] for i in batch[F.VIDEO_INDEX]]
-    frame_index = batch[input_pipeline.FRAME_INDEX]
-    if task == 'va':
-      y = np.stack([batch[k] for k in VA_OUTPUTS], axis=-1)
-    else:
-      y = batch[F.EMOTIONS]
-    acc.update(pred, y, batch[F.MASK], vids, frame_index)
-  if task == 'va':
-    return acc.result(names=VA_OUTPUTS), acc
-  return acc.result(class_names=tuple(emotion_names)), acc
+def evaluate(logits_fn, split: input_pipeline.SplitData, input_cfg,
+             batch_size: int, task: tasks_lib.Task, output_names
+             ) -> tuple[dict[str, Any], inference.FrameTable]:
+  """Metrics over a whole split (every frame once) and its frame table."""
+  acc = task.accumulator()
+  table = inference.collect(
+      inference.predict_split(logits_fn, split, input_cfg, batch_size, task,
+                              output_names), acc)
+  return task.result(acc, output_names), table
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -308,102 +250,141 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
   return value > best if mode == 'max' else value < best
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, cfg,
-                       workdir: str,
-                       init_source: str | None = None) -> dict[str, Any]:
-  """Trains one stage in `workdir` (resuming if it holds a checkpoint).
+def model_record(config, task: tasks_lib.Task, output_names, split, step: int,
+                 metrics: dict[str, Any]) -> dict[str, Any]:
+  """What a best checkpoint says about itself (checkpointing.load_model)."""
+  inp = config.input
+  return {
+      'format': checkpointing.MODEL_FORMAT,
+      'step': int(step),
+      'task': task.name,
+      'outputs': list(output_names),
+      'label_names': list(split.emotion_names),
+      'model': config.model.to_dict(),
+      'input': {'window': int(inp.window), 'image_size': int(inp.image_size),
+                'resize_size': int(inp.resize_size),
+                'normalization': inp.normalization},
+      'data': split.metadata,
+      'validation': {k: v for k, v in metrics.items() if np.isscalar(v)},
+      'versions': writers.versions(),
+  }
 
-  Args:
-    config: the experiment config (model, input, batch size, seed).
-    cfg: the resolved stage config (task, loss, dataset, schedule, steps...).
-    workdir: the stage's folder.
-    init_source: checkpoint folder to initialise `cfg.init_keep` from.
+
+def _schedule_in_steps(cfg, steps_per_epoch: int):
+  """num_train_steps / eval_every_steps, from the epoch keys where set."""
+  if cfg.get('num_epochs'):
+    cfg.num_train_steps = max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
+  if cfg.get('eval_every_epochs'):
+    cfg.eval_every_steps = max(1, round(cfg.eval_every_epochs *
+                                        steps_per_epoch))
+
+
+def train_and_evaluate(ctx) -> dict[str, Any]:
+  """The `train` stage kind: trains in ctx.workdir, resuming if it can.
 
   Returns:
-    A summary dict (best step, best validation metrics), also written to
-    `<workdir>/summary.json`.
+    A summary (best step and epoch, best validation metrics), also written
+    to `<stage>/summary.json`.
   """
+  config, cfg, workdir = ctx.config, ctx.cfg, ctx.workdir
   os.makedirs(workdir, exist_ok=True)
+  task = tasks_lib.get(cfg.task)
   train_split = input_pipeline.load_split(cfg.dataset, cfg.dataset.train_split)
   eval_split = input_pipeline.load_split(cfg.dataset, cfg.dataset.eval_split)
-  emotion_names = train_split.emotion_names
-  n_out = num_outputs(cfg.task, len(emotion_names))
+  task.check_dataset(train_split)
+  output_names = task.output_names(train_split.emotion_names)
+  n_out = len(output_names)
+  loss_name = cfg.loss or task.default_loss
+  cfg.best_metric = cfg.best_metric or task.best_metric
   class_weights = None
-  if cfg.loss == 'weighted_bce':
+  if loss_name == 'weighted_bce':
     counts = train_split.emotion_counts()
     class_weights = np.asarray(losses.class_weights_from_counts(counts))
-    logging.info('Class frame counts %s -> weights %s',
-                 dict(zip(emotion_names, counts.tolist())),
-                 np.round(class_weights, 3).tolist())
+    print(f'[{ctx.name}] class frame counts '
+          f'{dict(zip(output_names, counts.tolist()))} -> weights '
+          f'{np.round(class_weights, 3).tolist()}', flush=True)
 
+  steps_per_epoch = max(1, len(input_pipeline.train_windows(
+      train_split, config.input, cfg.rare_window_repeats)) //
+                        config.batch_size)
+  _schedule_in_steps(cfg, steps_per_epoch)
+  writers.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
   stage = Stage(config, cfg, n_out, class_weights)
-  variables = stage.init_variables(config.seed)
+  variables = stage.init_variables(cfg.seed)
+  init_source = ctx.source(cfg.init_from)
   if init_source:
     variables = init_from_checkpoint(variables, init_source,
                                      _as_tuple(cfg.init_keep))
   state = stage.create_state(variables)
   ckpts = checkpointing.StageCheckpoints(os.path.join(workdir, 'checkpoints'))
   loop = {'best_metric': None, 'best_step': None, 'evals_without_gain': 0,
-          'stopped_early': False}
+          'stopped_early': False, 'best_results': {}}
   restored = ckpts.restore_latest(state)
   if restored is not None:
     state, loop = restored
-    print(f'Resuming {os.path.basename(workdir)} from step '
-          f'{int(state.step)}.', flush=True)
+    print(f'[{ctx.name}] resuming from step {int(state.step)}.', flush=True)
   start = int(state.step)
 
   ds = input_pipeline.train_dataset(
-      train_split, config.input, config.batch_size, seed=config.seed,
+      train_split, config.input, config.batch_size, seed=cfg.seed,
       augment=cfg.augment, rare_repeats=cfg.rare_window_repeats,
-      num_emotions=len(emotion_names) if cfg.task == 'emotions' else None)
+      num_emotions=None if task.needs == 'va' else n_out)
   writer = writers.MetricWriter(workdir)
   frames_per_step = config.batch_size * config.input.window
-  name = os.path.basename(os.path.normpath(workdir))
-  print(f'[{name}] task={cfg.task} loss={cfg.loss} train={train_split.name} '
-        f'({train_split.num_frames} frames, {len(train_split.video_ids)} '
-        f'videos) eval={eval_split.name} ({eval_split.num_frames} frames); '
-        f'{jax.device_count()} device(s)', flush=True)
+  print(f'[{ctx.name}] task={task.name} loss={loss_name} '
+        f'train={train_split.name} ({train_split.num_frames} frames, '
+        f'{len(train_split.video_ids)} videos, {steps_per_epoch} steps an '
+        f'epoch) eval={eval_split.name} ({eval_split.num_frames} frames); '
+        f'{cfg.num_train_steps} steps; {jax.device_count()} device(s)',
+        flush=True)
 
   it = input_pipeline.iterate(ds, config.input, start=start)
-  t_last, step_last, train_losses = time.time(), start, []
+  t_last, step_last, acc = time.time(), start, None
   step = start
   while step < cfg.num_train_steps and not loop['stopped_early']:
-    batch = next(it)
-    state, m = stage.train_step(state, batch)
+    state, m = stage.train_step(state, next(it))
+    acc = m if acc is None else acc.merge(m)
     step += 1
-    train_losses.append(m['loss'])
     if step % config.log_every_steps == 0 or step == cfg.num_train_steps:
-      loss = float(np.mean(jax.device_get(train_losses)))
-      train_losses = []
+      scalars = acc.compute()
+      acc = None
+      loss = float(scalars['loss'])
       dt = time.time() - t_last
       sps = (step - step_last) / max(dt, 1e-9)
-      print(f'[{name}] step {step}/{cfg.num_train_steps} loss {loss:.4f} | '
+      print(f'[{ctx.name}] step {step}/{cfg.num_train_steps} '
+            f'(epoch {step / steps_per_epoch:.1f}) loss {loss:.4f} | '
             f'{sps:.2f} steps/s {sps * frames_per_step:.0f} frames/s',
             flush=True)
       if not np.isfinite(loss):
         raise AffectJaxError(
             f'Training loss became {loss} at step {step} in {workdir}; lower '
             'the learning rate or check the labels for NaN/out-of-range values.')
-      writer.write_scalars(step, {'train/loss': loss,
-                                  'train/grad_norm': float(m['grad_norm']),
-                                  'train/steps_per_sec': sps,
-                                  'train/frames_per_sec': sps *
-                                  frames_per_step,
-                                  'train/learning_rate': float(
-                                      learning_rate_schedule(cfg)(step))})
+      writer.write_scalars(step, {
+          'train/loss': loss, 'train/grad_norm': float(scalars['grad_norm']),
+          'train/steps_per_sec': sps,
+          'train/frames_per_sec': sps * frames_per_step,
+          'train/learning_rate': float(learning_rate_schedule(cfg)(step)),
+          'train/epoch': step / steps_per_epoch})
       t_last, step_last = time.time(), step
 
     if step % cfg.eval_every_steps == 0 or step == cfg.num_train_steps:
       t_eval = time.time()
-      results, _ = evaluate(stage, state, eval_split, cfg.task, emotion_names)
+      results, _ = evaluate(stage.logits_fn(state), eval_split, config.input,
+                            config.batch_size, task, output_names)
+      if cfg.best_metric not in results:
+        raise AffectJaxError(
+            f'best_metric={cfg.best_metric!r} is not a metric of task '
+            f'{task.name!r}; use one of '
+            f'{sorted(k for k, v in results.items() if np.isscalar(v))}.')
       value = float(results[cfg.best_metric])
-      improved = _is_better(value, loop['best_metric'], cfg.best_mode)
-      if improved:
-        loop.update(best_metric=value, best_step=step, evals_without_gain=0)
+      if _is_better(value, loop['best_metric'], cfg.best_mode):
+        scalars = {k: float(v) for k, v in results.items() if np.isscalar(v)}
+        loop.update(best_metric=value, best_step=step, evals_without_gain=0,
+                    best_results=scalars)
         ckpts.save_best(step, {'params': state.params,
                                'batch_stats': state.batch_stats},
-                        {'step': step, cfg.best_metric: value,
-                         'task': cfg.task, 'num_outputs': n_out})
+                        model_record(config, task, output_names, train_split,
+                                     step, results))
       else:
         loop['evals_without_gain'] += 1
         if (cfg.early_stopping_patience and
@@ -411,11 +392,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, cfg,
           loop['stopped_early'] = True
       writer.write_scalars(step, {f'val/{k}': v for k, v in results.items()
                                   if np.isscalar(v)})
-      shown = ' '.join(f'{k} {results[k]:.3f}' for k in _summary_keys(
-          cfg.task, results))
-      print(f'[{name}] eval step {step}: {shown} '
-            f'(best {cfg.best_metric} {loop["best_metric"]:.3f} at step '
-            f'{loop["best_step"]}; {time.time() - t_eval:.1f}s)', flush=True)
+      shown = ' '.join(f'{k} {results[k]:.3f}' for k in task.summary_keys
+                       if k in results)
+      best = loop['best_metric']
+      print(f'[{ctx.name}] eval step {step}: {shown} (best '
+            f'{cfg.best_metric} {best if best is None else round(best, 3)} '
+            f'at step {loop["best_step"]}; {time.time() - t_eval:.1f}s)'
+            + (' -> early stop' if loop['stopped_early'] else ''), flush=True)
       ckpts.save_latest(step, state, loop)
       t_last += time.time() - t_eval
     elif step % cfg.checkpoint_every_steps == 0:
@@ -426,16 +409,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, cfg,
   ckpts.wait()
   ckpts.close()
   writer.close()
-  summary = {'best_step': loop['best_step'],
+  best_step = loop['best_step']
+  summary = {'best_step': best_step,
+             'best_epoch': (None if best_step is None else
+                            round(best_step / steps_per_epoch, 2)),
+             'steps_per_epoch': steps_per_epoch,
+             'best_metric': cfg.best_metric,
              f'best_{cfg.best_metric}': loop['best_metric'],
+             'validation': loop.get('best_results', {}),
              'final_step': step, 'stopped_early': loop['stopped_early']}
   writers.write_json(os.path.join(workdir, 'summary.json'), summary)
+  if jax.process_index() == 0:
+    plots.learning_curves(os.path.join(workdir, 'metrics.csv'),
+                          os.path.join(workdir, 'learning_curves.png'),
+                          title=f'{config.get("name", "")} {ctx.name}')
   return summary
-
-
-def _summary_keys(task: str, results) -> list[str]:
-  if task == 'va':
-    keys = ['ccc_arousal', 'ccc_valence', 'ccc_mean']
-  else:
-    keys = ['auc_mean', 'f1_mean', 'accuracy']
-  return [k for k in keys if k in results]

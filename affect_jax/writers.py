@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import sys
@@ -26,6 +27,7 @@ class MetricWriter:
 
   def __init__(self, logdir: str):
     self._active = jax.process_index() == 0
+    self._undefined: set[str] = set()
     self._tb = None
     self._csv = None
     if not self._active:
@@ -44,12 +46,23 @@ class MetricWriter:
     if not self._active:
       return
     now = time.time()
+    undefined = []
     for name, value in scalars.items():
       value = float(value)
+      if not math.isfinite(value):
+        # TensorBoard rejects NaN/Inf; an undefined metric is left out.
+        if name not in self._undefined:
+          self._undefined.add(name)
+          undefined.append(name)
+        continue
       self._tb.add_scalar(name, value, global_step=step, walltime=now)
       self._csv.writerow([step, name, f'{value:.6g}', f'{now:.3f}'])
     self._csv_file.flush()
     self._tb.flush()
+    if undefined:
+      print(f'Note: not logged, undefined at step {step} (e.g. the AUC of a '
+            'class with no positive or no negative frame in the split): '
+            + ', '.join(undefined), flush=True)
 
   def close(self):
     if self._active:
@@ -62,7 +75,7 @@ def versions() -> dict[str, str]:
   import importlib.metadata as md  # pylint: disable=g-import-not-at-top
   out = {'python': sys.version.split()[0], 'platform': platform.platform()}
   for pkg in ('affect_jax', 'jax', 'jaxlib', 'flax', 'optax',
-              'orbax-checkpoint', 'grain', 'tensorflow-datasets', 'numpy',
+              'orbax-checkpoint', 'grain', 'clu', 'tensorflow-datasets', 'numpy',
               'pillow'):
     try:
       out[pkg] = md.version(pkg)

@@ -8,8 +8,10 @@ frames, resize 170 -> random crop 150, random brightness/saturation), then
 fine-tuned on RECOLA with the 1 - CCC loss (no augmentation, best checkpoint
 by validation CCC, early stopping patience 20 epochs).
 
-Quick start (the embedded synthetic dataset, ~6 minutes on 2 CPU cores; test
-CCC above 0.5 on valence and on arousal):
+Quick start (the embedded synthetic data, ~6 minutes on 2 CPU cores): pretrain
+on the large synthetic `realeyes_like` set (96 training subjects), fine-tune on
+the small `recola_like` set (9 training subjects, none shared), test, and the
+post-processing chain:
 
   python -m affect_jax.main --config=configs/realeyes.py:synthetic \
       --workdir=/tmp/realeyes_synthetic
@@ -18,102 +20,55 @@ Paper setting (needs prepared `realeyes` and `recola` datasets, see README):
 
   python -m affect_jax.main --config=configs/realeyes.py --workdir=DIR
 
-Published RECOLA test CCC (arousal / valence, tzirakis2019 Table 5) for the
-trunk initialisations: random .319/.481, ImageNet .324/.492, AffWildNet
-.273/.526, RealEyes-pretrained .341/.538 (validation .376/.596).
+Published RECOLA CCC (tzirakis2019 Table 5, RealEyes-pretrained): test
+arousal .341, valence .538 (validation .376 / .596). Table 5 with all four
+initialisations is configs/recola_finetune.py.
 
 Variants (`configs/realeyes.py:NAME`):
-  (none)       the paper's full-size setting.
-  synthetic    narrow ResNet-50 (same 3/4/6/3 layout), 48x48 frames, short
-               windows: the whole chain on the synthetic dataset in minutes.
-  synthetic_frozen  as `synthetic` but the trunk is frozen at its random
-               initialisation and only the LSTM and head train (a control: it
-               must do clearly worse).
+  (none)            the paper's full-size setting.
+  synthetic         narrow ResNet-50 (same 3/4/6/3 layout), 48x48 frames,
+                    short windows: the whole chain on synthetic data in minutes.
+  synthetic_pretrain  only the pretraining stage of `synthetic` (a trunk for
+                    configs/recola_finetune.py:synthetic_realeyes runs).
+  synthetic_frozen  fine-tuning from a trunk frozen at its random
+                    initialisation (only LSTM and head train): a control that
+                    must do clearly worse.
 """
 
 import ml_collections
-from ml_collections import config_dict
+
+from configs import common
 
 
-def _dataset(name, builder_config=None, train='train', eval_='validation',
-             test='test', build_if_missing=False):
-  return ml_collections.ConfigDict(dict(
-      name=name, builder_config=builder_config or '', data_dir='',
-      train_split=train, eval_split=eval_, test_split=test,
-      build_if_missing=build_if_missing))
-
-
-def _train_stage(task, loss, dataset, *, best_metric, init_from='',
-                 augment=True, rare_window_repeats=1, freeze=''):
-  return ml_collections.ConfigDict(dict(
-      kind='train', task=task, loss=loss, dataset=dataset,
-      init_from=init_from, init_keep='trunk,fc,rnn', freeze=freeze,
-      augment=augment, rare_window_repeats=rare_window_repeats,
-      best_metric=best_metric, best_mode='max',
-      # Unset (None) keys take the experiment's top-level value.
-      num_train_steps=config_dict.placeholder(int),
-      learning_rate=config_dict.placeholder(float),
-      schedule=config_dict.placeholder(str),
-      warmup_steps=config_dict.placeholder(int),
-      decay_steps=config_dict.placeholder(int),
-      decay_rate=config_dict.placeholder(float),
-      eval_every_steps=config_dict.placeholder(int),
-      checkpoint_every_steps=config_dict.placeholder(int),
-      early_stopping_patience=config_dict.placeholder(int)))
-
-
-def get_config(variant: str = ''):
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """The experiment config; `variant` selects a named variant."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.stages = 'pretrain,finetune,test'
-  c.batch_size = 2
-  c.log_every_steps = 50
+  c = common.experiment('realeyes', 'pretrain,finetune,test')
+  c.model = common.resnet50_lstm()
 
-  # Defaults every training stage inherits unless it sets its own.
-  c.num_train_steps = 100_000
-  c.learning_rate = 4e-5
-  c.schedule = 'constant'
-  c.warmup_steps = 0
-  c.decay_steps = 400
-  c.decay_rate = 0.97
-  c.eval_every_steps = 2_000
-  c.checkpoint_every_steps = 1_000
-  c.early_stopping_patience = 20
-
-  c.model = ml_collections.ConfigDict(dict(
-      arch='resnet50_lstm', width=64, stage_sizes=(3, 4, 6, 3),
-      lstm_hidden=256, lstm_layers=2, dtype='float32', unroll=1,
-      zero_init_residual=False))
-
-  c.input = ml_collections.ConfigDict(dict(
-      window=150, train_stride=75, image_size=150, resize_size=170,
-      brightness_delta=0.125, saturation_range=(0.5, 1.5),
-      normalization='imagenet', num_threads=2, prefetch_batches=4,
-      num_workers=0))
-
-  c.pretrain = _train_stage(
-      'emotions', 'weighted_bce', _dataset('realeyes'),
+  c.pretrain = common.train_stage(
+      'emotions', common.dataset('realeyes'), loss='weighted_bce',
       best_metric='auc_mean', rare_window_repeats=4)
   # RECOLA: 9 train recordings of 7,501 frames -> 225 steps an epoch at 2x150;
   # up to 300 epochs, evaluation and patience counted in epochs.
-  c.finetune = _train_stage(
-      'va', 'ccc', _dataset('recola'), best_metric='ccc_mean',
+  c.finetune = common.train_stage(
+      'va', common.dataset('recola'), loss='ccc', best_metric='ccc_mean',
       init_from='stage:pretrain', augment=False)
-  c.finetune.num_train_steps = 300 * 225
-  c.finetune.eval_every_steps = 225
+  c.finetune.num_epochs = 300
+  c.finetune.eval_every_epochs = 1
   c.finetune.checkpoint_every_steps = 225
+  c.finetune.early_stopping_patience = 20
   # The AVEC 2016 release of RECOLA has no test labels: as the AVEC
   # literature does, report on dev (our 'validation' split), which is also the
   # model-selection split, so the number is optimistic. With the full RECOLA
-  # (test labels present) use --config.test.split=test.
-  c.test = ml_collections.ConfigDict(dict(
-      kind='test', task='va', checkpoint_from='stage:finetune',
-      dataset=_dataset('recola'), split='validation'))
+  # (test labels present) use --config.test.splits=validation,test.
+  c.test = common.test_stage('stage:finetune', common.dataset('recola'),
+                             splits='validation')
 
-  if variant in ('synthetic', 'synthetic_frozen'):
-    _synthetic(c)
-    if variant == 'synthetic_frozen':
+  if variant in ('synthetic', 'synthetic_pretrain', 'synthetic_frozen'):
+    synthetic(c)
+    if variant == 'synthetic_pretrain':
+      c.stages = 'pretrain'
+    elif variant == 'synthetic_frozen':
       c.stages = 'finetune,test'
       c.finetune.init_from = ''
       c.finetune.freeze = 'trunk'
@@ -123,35 +78,34 @@ def get_config(variant: str = ''):
       c.model.zero_init_residual = False
   elif variant:
     raise ValueError(f'Unknown variant {variant!r} of configs/realeyes.py; '
-                     'use one of: (none), synthetic, synthetic_frozen.')
+                     'use one of: (none), synthetic, synthetic_pretrain, '
+                     'synthetic_frozen.')
   return c
 
 
-def _synthetic(c):
-  """Small enough for 2 CPU cores; same code and model layout."""
-  data = _dataset('synthetic_faces', 'default', build_if_missing=True)
-  c.pretrain.dataset = data
-  c.finetune.dataset = ml_collections.ConfigDict(data.to_dict())
-  c.test.dataset = ml_collections.ConfigDict(data.to_dict())
-  c.test.split = 'test'
-  c.batch_size = 8
-  c.log_every_steps = 25
-  c.model.width = 8
-  c.model.zero_init_residual = True
-  c.input.window = 16
-  c.input.train_stride = 8
-  c.input.image_size = 48
-  c.input.resize_size = 54
-  c.input.num_threads = 2
-  c.learning_rate = 1e-3
-  c.early_stopping_patience = 0
+def synthetic(c: ml_collections.ConfigDict) -> None:
+  """Large synthetic pretraining set -> small synthetic fine-tuning set."""
+  c.name = 'realeyes_synthetic'
+  common.synthetic_resnet_lstm(c)
+  c.stages = 'pretrain,finetune,test,postprocess'
+  c.pretrain.dataset = common.dataset('synthetic_faces', 'realeyes_like',
+                                      build_if_missing=True)
+  small = common.dataset('synthetic_faces', 'recola_like',
+                         build_if_missing=True)
+  c.finetune.dataset = small
+  c.test.dataset = common.copy(small)
+  c.test.splits = 'validation,test'
+  c.postprocess = common.postprocess_stage('stage:test')
+  # 96 subjects x 2 videos x 100 frames: ~290 steps an epoch at 8 x 16.
   c.pretrain.num_train_steps = 600
   c.pretrain.eval_every_steps = 200
   c.pretrain.checkpoint_every_steps = 200
+  # recola_like: 9 recordings of 300 frames -> 41 steps an epoch at 8 x 16.
+  c.finetune.num_epochs = 30
+  c.finetune.eval_every_epochs = 1
+  c.finetune.checkpoint_every_steps = 200
+  c.finetune.early_stopping_patience = 8
   # Unlike the paper on RECOLA, fine-tune with augmentation: the synthetic
   # data has few identities, and without it the valence head latches on to
-  # who and where the face is (test valence CCC ~0.5 instead of ~0.7).
+  # who and where the face is.
   c.finetune.augment = True
-  c.finetune.num_train_steps = 1200
-  c.finetune.eval_every_steps = 200
-  c.finetune.checkpoint_every_steps = 200

@@ -3,6 +3,7 @@
 import ml_collections
 import pytest
 
+from configs import common
 from configs import realeyes
 
 
@@ -15,13 +16,22 @@ def tiny_data_dir(tmp_path_factory):
   return data_dir
 
 
-def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-  """configs/realeyes.py:synthetic shrunk to run in seconds in tests."""
-  c = realeyes.get_config('synthetic')
-  for stage in ('pretrain', 'finetune', 'test'):
-    c[stage].dataset.builder_config = 'tiny'
-    c[stage].dataset.data_dir = data_dir
-    c[stage].dataset.build_if_missing = False
+def shrink(c: ml_collections.ConfigDict, data_dir: str,
+           steps: int = 4) -> ml_collections.ConfigDict:
+  """Any experiment config, shrunk to run in seconds on the tiny dataset."""
+  for name in c:
+    section = c[name]
+    if isinstance(section, ml_collections.ConfigDict) and 'kind' in section:
+      if 'dataset' in section:
+        section.dataset = common.dataset('synthetic_faces', 'tiny')
+        section.dataset.data_dir = data_dir
+      if section.kind == 'train':
+        section.num_epochs = None
+        section.eval_every_epochs = None
+        section.early_stopping_patience = 0
+        section.num_train_steps = steps
+        section.eval_every_steps = max(1, steps // 2)
+        section.checkpoint_every_steps = max(1, steps // 2)
   c.batch_size = 2
   c.log_every_steps = 1
   c.model.width = 4
@@ -32,10 +42,12 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   c.input.image_size = 32
   c.input.resize_size = 36
   c.input.num_threads = 1
-  for stage in ('pretrain', 'finetune'):
-    c[stage].num_train_steps = 4
-    c[stage].eval_every_steps = 2
-    c[stage].checkpoint_every_steps = 2
+  return c
+
+
+def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
+  """configs/realeyes.py:synthetic shrunk to run in seconds in tests."""
+  c = shrink(realeyes.get_config('synthetic'), data_dir)
   for k, v in overrides.items():
     node = c
     *path, last = k.split('.')

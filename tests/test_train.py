@@ -13,6 +13,7 @@ import pytest
 from affect_jax import experiment
 from affect_jax import input_pipeline as ip
 from affect_jax import train
+from configs import common
 from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +30,7 @@ def _losses(csv_path):
 
 def test_train_steps_lower_the_loss(make_tiny_config):
   config = make_tiny_config()
-  cfg = experiment.resolve_stage(config, 'finetune')
+  cfg = common.resolve_stage(config, 'finetune')
   cfg.learning_rate = 3e-3
   split = ip.load_split(cfg.dataset, 'train')
   stage = train.Stage(config, cfg, n_out=2)
@@ -40,7 +41,7 @@ def test_train_steps_lower_the_loss(make_tiny_config):
   losses = []
   for _ in range(25):
     state, m = stage.train_step(state, batch)
-    losses.append(float(m['loss']))
+    losses.append(float(m.compute()['loss']))
   assert np.isfinite(losses).all()
   assert losses[-1] < 0.6 * losses[0], losses
 
@@ -49,10 +50,11 @@ _DEVICE_SCRIPT = r'''
 import json, sys
 import jax
 from affect_jax import experiment, input_pipeline as ip, train
+from configs import common
 from tests.conftest import tiny_config
 config = tiny_config(sys.argv[1])
 config.batch_size = 8
-cfg = experiment.resolve_stage(config, 'pretrain')
+cfg = common.resolve_stage(config, 'pretrain')
 split = ip.load_split(cfg.dataset, 'train')
 import numpy as np
 from affect_jax import losses
@@ -63,7 +65,7 @@ it = ip.iterate(ip.train_dataset(split, config.input, 8, seed=0), config.input)
 out = []
 for _ in range(3):
   state, m = stage.train_step(state, next(it))
-  out.append(float(m['loss']))
+  out.append(float(m.compute()['loss']))
 print(json.dumps({'devices': jax.device_count(), 'losses': out}))
 '''
 
@@ -110,7 +112,7 @@ def test_resume_continues_with_the_same_losses(make_tiny_config, tmp_path):
 
 def test_freeze_trunk_keeps_trunk_params(make_tiny_config):
   config = make_tiny_config()
-  cfg = experiment.resolve_stage(config, 'finetune')
+  cfg = common.resolve_stage(config, 'finetune')
   cfg.freeze = 'trunk'
   split = ip.load_split(cfg.dataset, 'train')
   stage = train.Stage(config, cfg, n_out=2)
@@ -189,7 +191,7 @@ def test_init_from_trunk_only_checkpoint_keeps_head_and_rnn_fresh(
   from affect_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from affect_jax.errors import AffectJaxError  # pylint: disable=g-import-not-at-top
   config = make_tiny_config()
-  cfg = experiment.resolve_stage(config, 'finetune')
+  cfg = common.resolve_stage(config, 'finetune')
   stage = train.Stage(config, cfg, n_out=2)
   donor = jax.device_get(stage.init_variables(seed=7))
   ckpts = checkpointing.StageCheckpoints(str(tmp_path / 'imported'))
@@ -209,7 +211,7 @@ def test_init_from_trunk_only_checkpoint_keeps_head_and_rnn_fresh(
                             donor['params']['rnn']['ih_l0']['kernel'])
   # A trunk of another width is refused with a message, not a crash.
   narrow = make_tiny_config(**{'model.width': 2})
-  other = train.Stage(narrow, experiment.resolve_stage(narrow, 'finetune'), 2)
+  other = train.Stage(narrow, common.resolve_stage(narrow, 'finetune'), 2)
   with pytest.raises(AffectJaxError, match='does not match the model'):
     train.init_from_checkpoint(other.init_variables(0),
                                str(tmp_path / 'imported'), ('trunk',))

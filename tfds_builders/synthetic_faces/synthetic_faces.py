@@ -61,6 +61,10 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   validation_fraction: float = 0.15
   test_fraction: float = 0.15
   jpeg_quality: int = 90
+  # Subjects are numbered from here: datasets with different offsets share
+  # no subject (ids and identities differ), as a pretraining set and a
+  # fine-tuning set must.
+  subject_offset: int = 0
 
 
 def split_subjects(config: SyntheticFacesConfig) -> dict[str, list[int]]:
@@ -88,7 +92,7 @@ def split_subjects(config: SyntheticFacesConfig) -> dict[str, list[int]]:
         f'synthetic_faces config {config.name!r}: num_subjects={n} leaves no '
         f'subject for train after validation/test took {counts}; use more '
         'subjects (at least one per split with a non-zero fraction).')
-  out, start = {}, 0
+  out, start = {}, config.subject_offset
   for s in _SPLITS:
     if counts[s]:
       out[s] = list(range(start, start + counts[s]))
@@ -155,6 +159,25 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
       # For tests: builds in about a second, 4/1/1 subjects. Seed 20 is one
       # where every split holds some non-neutral emotion, so that per-class
       # metrics are defined on each split.
+      # The transfer experiments (configs/recola_finetune.py, the quick
+      # start): a large RealEyes-like pretraining set, 120 subjects (96 train)
+      # x 2 videos x 100 frames, ~45 s to build ...
+      SyntheticFacesConfig(
+          name='realeyes_like', num_subjects=120, videos_per_subject=2,
+          frames_per_video=100, seed=0, train_fraction=0.8,
+          validation_fraction=0.1, test_fraction=0.1,
+          description='Pretraining set: 120 subjects x 2 videos x 100 '
+          'frames, 64x64, 10 fps.'),
+      # ... and a small RECOLA-like fine-tuning set: as few people as RECOLA
+      # (9 train, 9 validation, 9 test), one 30-s recording each, none of
+      # them in the large set (subjects 1000-1026, another seed).
+      SyntheticFacesConfig(
+          name='recola_like', num_subjects=27, videos_per_subject=1,
+          frames_per_video=300, seed=1, subject_offset=1000,
+          train_fraction=1 / 3, validation_fraction=1 / 3,
+          test_fraction=1 / 3,
+          description='Fine-tuning set: 27 subjects (9/9/9) x 1 video x 300 '
+          'frames, 64x64, 10 fps, no subject shared with realeyes_like.'),
       SyntheticFacesConfig(
           name='tiny', num_subjects=6, videos_per_subject=2,
           frames_per_video=24, frame_size=32, seed=20,

@@ -1,0 +1,230 @@
+"""The one prediction path: frames -> per-frame predictions of a model.
+
+`predict_split` turns a prepared split into per-window predictions with the
+video, frame index, time and has-face flag of every frame (and its labels
+where the split has them). Evaluation during training, the test stage and
+the prediction files all consume what it yields; nothing else runs a model
+over a split.
+
+`Predictor` is a trained model as its self-contained best checkpoint
+describes it (network config, input size and normalisation, task, output
+names, face-crop settings): `Predictor.load(path)` needs nothing but that
+folder (a workdir, a stage folder or a checkpoint folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+
+from affect_jax import checkpointing
+from affect_jax import features as F
+from affect_jax import input_pipeline
+from affect_jax import models
+from affect_jax import tasks as tasks_lib
+
+# Batch keys the network reads (the rest stay on the host).
+MODEL_KEYS = (F.FRAMES, F.MASK, F.LANDMARKS)
+
+
+@dataclasses.dataclass
+class WindowPredictions:
+  """Predictions of a batch of windows, host arrays.
+
+  Attributes:
+    video_ids: B video id strings.
+    frame_index: int [B, T] frame index in the video; -1 at padding.
+    time: float [B, T] seconds from the video's start.
+    has_face: bool [B, T] whether the builder found a face.
+    mask: bool [B, T] real (not padded) frames.
+    outputs: float [B, T, K] activated outputs (probabilities for class
+      tasks).
+    targets: float [B, T, K] labels in output order (NaN = none).
+  """
+  video_ids: list[str]
+  frame_index: np.ndarray
+  time: np.ndarray
+  has_face: np.ndarray
+  mask: np.ndarray
+  outputs: np.ndarray
+  targets: np.ndarray
+
+
+def build_model(model_cfg, num_outputs: int):
+  """The network of a `config.model` section with a `num_outputs` head."""
+  kwargs = dict(model_cfg)
+  arch = kwargs.pop('arch')
+  if 'dtype' in kwargs:
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  for key in ('stage_sizes', 'fc_features'):
+    if key in kwargs and kwargs[key] is not None:
+      kwargs[key] = tuple(kwargs[key])
+  return models.build(arch, num_outputs=num_outputs, **kwargs)
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), ('data',))
+
+
+def to_device(batch, sharding: NamedSharding, keys: Sequence[str]):
+  """Host-local batch -> global arrays sharded over the `data` axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, batch[k])
+          for k in keys if k in batch}
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded array, in batch order."""
+  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+def forward(apply_fn, variables, batch, normalization: str):
+  """Logits [B, T, K] of a batch in eval mode (float32)."""
+  frames = input_pipeline.normalize(batch[F.FRAMES], normalization)
+  return apply_fn(variables, frames, mask=batch[F.MASK],
+                  landmarks=batch.get(F.LANDMARKS),
+                  train=False).astype(jnp.float32)
+
+
+def make_predict_fn(model, normalization: str, mesh=None
+                    ) -> Callable[[Any, dict[str, np.ndarray]], np.ndarray]:
+  """jit-compiled (variables, host batch) -> this process's logits rows."""
+  mesh = mesh or make_mesh()
+  data = NamedSharding(mesh, P('data'))
+  step = jax.jit(functools.partial(forward, model.apply,
+                                   normalization=normalization),
+                 in_shardings=(NamedSharding(mesh, P()), data),
+                 out_shardings=data)
+
+  def predict(variables, batch):
+    return local_rows(step(variables, to_device(batch, data, MODEL_KEYS)))
+
+  return predict
+
+
+def predict_split(logits_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
+                  split: input_pipeline.SplitData, input_cfg, batch_size: int,
+                  task: tasks_lib.Task, output_names: Sequence[str]
+                  ) -> Iterator[WindowPredictions]:
+  """Yields the predictions of every frame of `split`, window by window.
+
+  Windows do not overlap, so each frame is predicted once; labelled or not,
+  with or without a face, every real frame is yielded (`mask`).
+
+  Args:
+    logits_fn: host batch -> logits [B, T, K] (e.g. a bound
+      `make_predict_fn`).
+    split: the prepared split.
+    input_cfg: window, image_size, resize_size, loader threads.
+    batch_size: global batch size (divisible by the device count).
+    task: the model's task (activation, targets).
+    output_names: the K output names, for the class tasks' label columns.
+  """
+  num_classes = None if task.needs == 'va' else len(output_names)
+  ds = input_pipeline.eval_dataset(split, input_cfg, batch_size,
+                                   num_emotions=num_classes)
+  for batch in input_pipeline.iterate(ds, input_cfg):
+    logits = np.asarray(logits_fn(batch))
+    yield WindowPredictions(
+        video_ids=[split.video_ids[int(i)] for i in batch[F.VIDEO_INDEX]],
+        frame_index=batch[input_pipeline.FRAME_INDEX],
+        time=batch[F.TIME],
+        has_face=batch[F.HAS_FACE] > 0,
+        mask=batch[F.MASK] > 0,
+        outputs=task.activation(logits),
+        targets=np.asarray(task.targets(batch), np.float64))
+
+
+@dataclasses.dataclass
+class FrameTable:
+  """Per-frame predictions of a split, concatenated (one row per frame)."""
+  video_id: np.ndarray  # str [N]
+  frame: np.ndarray  # int [N]
+  time: np.ndarray  # float [N]
+  has_face: np.ndarray  # bool [N]
+  outputs: np.ndarray  # float [N, K]
+  targets: np.ndarray  # float [N, K]
+
+  def videos(self) -> list[str]:
+    """Video ids in order of appearance."""
+    _, first = np.unique(self.video_id, return_index=True)
+    return [str(self.video_id[i]) for i in sorted(first)]
+
+  def rows_of(self, video_id: str) -> np.ndarray:
+    return np.flatnonzero(self.video_id == video_id)
+
+
+def collect(windows: Iterator[WindowPredictions], accumulator=None
+            ) -> FrameTable:
+  """Concatenates yielded windows into a FrameTable, feeding `accumulator`."""
+  parts = []
+  for w in windows:
+    if accumulator is not None:
+      accumulator.update(w.outputs, w.targets, w.mask, w.video_ids,
+                         w.frame_index)
+    b, t = w.mask.shape
+    vids = np.broadcast_to(np.asarray(w.video_ids, dtype=object)[:, None],
+                           (b, t))
+    m = w.mask
+    parts.append((vids[m], w.frame_index[m], w.time[m], w.has_face[m],
+                  w.outputs[m], w.targets[m]))
+  if not parts:
+    return FrameTable(np.zeros(0, object), np.zeros(0, np.int64),
+                      np.zeros(0), np.zeros(0, bool), np.zeros((0, 0)),
+                      np.zeros((0, 0)))
+  cols = [np.concatenate(c) for c in zip(*parts)]
+  return FrameTable(video_id=cols[0].astype(str), frame=cols[1],
+                    time=cols[2], has_face=cols[3], outputs=cols[4],
+                    targets=cols[5])
+
+
+class Predictor:
+  """A trained model from its self-contained checkpoint."""
+
+  def __init__(self, variables: dict[str, Any], meta: dict[str, Any],
+               mesh=None):
+    self.meta = meta
+    self.task = tasks_lib.get(meta['task'])
+    self.output_names = tuple(meta['outputs'])
+    self.model = build_model(meta['model'], len(self.output_names))
+    self.mesh = mesh or make_mesh()
+    replicated = NamedSharding(self.mesh, P())
+    self.variables = jax.device_put(
+        {k: variables[k] for k in ('params', 'batch_stats') if k in variables},
+        replicated)
+    self._predict = make_predict_fn(self.model,
+                                    meta['input']['normalization'], self.mesh)
+
+  @classmethod
+  def load(cls, path: str) -> 'Predictor':
+    variables, meta = checkpointing.load_model(path)
+    return cls(variables, meta)
+
+  def input_config(self, loader_cfg=None) -> ml_collections.ConfigDict:
+    """The input settings the model was trained with (+ loader threads)."""
+    cfg = ml_collections.ConfigDict(dict(
+        window=150, train_stride=75, image_size=150, resize_size=170,
+        brightness_delta=0.0, saturation_range=(1.0, 1.0),
+        normalization='imagenet', num_threads=2, prefetch_batches=4,
+        num_workers=0))
+    if loader_cfg is not None:
+      for k in ('num_threads', 'prefetch_batches', 'num_workers'):
+        if k in loader_cfg:
+          cfg[k] = loader_cfg[k]
+    cfg.update(self.meta['input'])
+    return cfg
+
+  def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    return self._predict(self.variables, batch)
+
+  def predict_split(self, split, batch_size: int, loader_cfg=None
+                    ) -> Iterator[WindowPredictions]:
+    return predict_split(self.logits, split, self.input_config(loader_cfg),
+                         batch_size, self.task, self.output_names)

@@ -1,0 +1,240 @@
+"""The config schema every experiment file builds on: each key and its default, once.
+
+An experiment is a top-level section (seed, batch size, model, input, the
+schedule defaults) plus one section per stage, run in the order of
+`config.stages`. A stage's `kind` says what it does (the stage kinds of
+`affect_jax.experiment`):
+
+  train        trains a model on a task, keeps the best checkpoint by a
+               validation metric (early stopping), writes metrics and plots;
+  test         predicts splits with a checkpoint, scores them, writes
+               results, per-frame prediction CSVs, tables and plots;
+  postprocess  the tzirakis2019 chain (median filter, centring, scaling,
+               time shift) chosen on one prediction file and applied to
+               another.
+
+Stages refer to each other by name: `init_from='stage:pretrain'`,
+`checkpoint_from='stage:finetune'`, `predictions_from='stage:test'`; any
+other value is a path (a workdir, a stage folder or a checkpoint folder).
+
+Train-stage keys set to None take the top-level value (`INHERITED`), so an
+experiment states its schedule once. `validate` refuses a misspelt or unknown
+key anywhere, with the list of valid keys, before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+# Train-stage keys that fall back to the experiment's top-level value.
+INHERITED = ('seed', 'num_train_steps', 'num_epochs', 'learning_rate',
+             'schedule', 'warmup_steps', 'decay_steps', 'decay_rate',
+             'eval_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
+             'early_stopping_patience')
+
+_INT, _FLOAT, _STR = int, float, str
+
+
+def dataset(name: str, builder_config: str = '', *, train: str = 'train',
+            eval_: str = 'validation', test: str = 'test',
+            build_if_missing: bool = False) -> ml_collections.ConfigDict:
+  """Where a stage's data lives: a TFDS builder (and config) and its splits."""
+  return ml_collections.ConfigDict(dict(
+      name=name, builder_config=builder_config, data_dir='',
+      train_split=train, eval_split=eval_, test_split=test,
+      build_if_missing=build_if_missing))
+
+
+def train_stage(task: str, data: ml_collections.ConfigDict, *, loss: str = '',
+                best_metric: str = '', best_mode: str = 'max',
+                init_from: str = '', init_keep: str = 'trunk,fc,rnn',
+                freeze: str = '', augment: bool = True,
+                rare_window_repeats: int = 1) -> ml_collections.ConfigDict:
+  """A `train` stage. Empty `loss` / `best_metric` take the task's defaults."""
+  c = ml_collections.ConfigDict(dict(
+      kind='train', task=task, loss=loss, dataset=data,
+      init_from=init_from, init_keep=init_keep, freeze=freeze,
+      augment=augment, rare_window_repeats=rare_window_repeats,
+      best_metric=best_metric, best_mode=best_mode))
+  # Unset (None) keys take the experiment's top-level value.
+  for key, kind in (('seed', _INT), ('num_train_steps', _INT),
+                    ('num_epochs', _FLOAT), ('learning_rate', _FLOAT),
+                    ('schedule', _STR), ('warmup_steps', _INT),
+                    ('decay_steps', _INT), ('decay_rate', _FLOAT),
+                    ('eval_every_steps', _INT), ('eval_every_epochs', _FLOAT),
+                    ('checkpoint_every_steps', _INT),
+                    ('early_stopping_patience', _INT)):
+    c[key] = config_dict.placeholder(kind)
+  return c
+
+
+def test_stage(checkpoint_from: str, data: ml_collections.ConfigDict, *,
+               splits: str = 'test', plots: bool = True
+               ) -> ml_collections.ConfigDict:
+  """A `test` stage: scores `checkpoint_from` on each of `splits` (comma list).
+
+  The task, model and input settings come from the checkpoint itself.
+  """
+  return ml_collections.ConfigDict(dict(
+      kind='test', checkpoint_from=checkpoint_from, dataset=data,
+      splits=splits, plots=plots))
+
+
+def postprocess_stage(predictions_from: str, *, fit_split: str = 'validation',
+                      apply_split: str = 'test',
+                      steps: str = 'median,centre,scale,shift',
+                      median_min_s: float = 0.04, median_max_s: float = 20.0,
+                      shift_min_s: float = 0.04, shift_max_s: float = 10.0,
+                      grid_size: int = 40) -> ml_collections.ConfigDict:
+  """A `postprocess` stage (tzirakis2019's chain, affect_jax.postprocess)."""
+  return ml_collections.ConfigDict(dict(
+      kind='postprocess', predictions_from=predictions_from,
+      fit_split=fit_split, apply_split=apply_split, steps=steps,
+      median_min_s=median_min_s, median_max_s=median_max_s,
+      shift_min_s=shift_min_s, shift_max_s=shift_max_s, grid_size=grid_size))
+
+
+def input_section(**overrides) -> ml_collections.ConfigDict:
+  """Windows, crops, augmentation, normalisation and loader threads."""
+  c = ml_collections.ConfigDict(dict(
+      window=150, train_stride=75, image_size=150, resize_size=170,
+      brightness_delta=0.125, saturation_range=(0.5, 1.5),
+      normalization='imagenet', num_threads=2, prefetch_batches=4,
+      num_workers=0,
+      # Frames where the builder found no face are left out of the training
+      # loss (they are still predicted and scored in evaluation).
+      train_without_face=False))
+  c.update(overrides)
+  return c
+
+
+def experiment(name: str, stages: str) -> ml_collections.ConfigDict:
+  """The top-level section with every key at its default."""
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.seed = 0
+  c.stages = stages
+  c.batch_size = 2
+  c.log_every_steps = 50
+  # Defaults every train stage inherits unless it sets its own.
+  c.num_train_steps = 100_000
+  c.num_epochs = config_dict.placeholder(float)  # Overrides num_train_steps.
+  c.learning_rate = 4e-5
+  c.schedule = 'constant'
+  c.warmup_steps = 0
+  c.decay_steps = 400
+  c.decay_rate = 0.97
+  c.eval_every_steps = 2_000
+  c.eval_every_epochs = config_dict.placeholder(float)  # Overrides the above.
+  c.checkpoint_every_steps = 1_000
+  c.early_stopping_patience = 0  # Evaluations without gain; 0 = never stop.
+  c.model = ml_collections.ConfigDict(dict(arch='resnet50_lstm'))
+  c.input = input_section()
+  return c
+
+
+# ------------------------------------------------------------- validation ---
+
+_TOP_KEYS = set(experiment('', '').keys())
+_SECTION_KEYS = {
+    'train': set(train_stage('va', dataset('x')).keys()),
+    'test': set(test_stage('', dataset('x')).keys()),
+    'postprocess': set(postprocess_stage('').keys()),
+}
+_DATASET_KEYS = set(dataset('x').keys())
+_INPUT_KEYS = set(input_section().keys())
+
+
+class ConfigError(ValueError):
+  """A config key that is not in the schema (a typo, or a wrong section)."""
+
+
+def _unknown(where: str, got, allowed) -> None:
+  bad = sorted(set(got) - set(allowed))
+  if not bad:
+    return
+  hints = []
+  for key in bad:
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close
+                               else ''))
+  raise ConfigError(
+      f'Unknown config key(s) in {where}: {", ".join(hints)}. Valid keys: '
+      f'{", ".join(sorted(allowed))}.')
+
+
+def stage_names(config) -> list[str]:
+  return [s.strip() for s in str(config.stages).split(',') if s.strip()]
+
+
+def validate(config) -> None:
+  """Raises ConfigError for any key outside the schema, naming where it is."""
+  sections = {k for k in config.keys()
+              if isinstance(config[k], ml_collections.ConfigDict) and
+              'kind' in config[k]}
+  _unknown('the top level', set(config.keys()) - sections, _TOP_KEYS)
+  _unknown('config.input', config.input.keys(), _INPUT_KEYS)
+  for name in stage_names(config):
+    if name not in sections:
+      raise ConfigError(
+          f'config.stages names {name!r} but the config has no such stage '
+          f'section; stage sections: {sorted(sections)}.')
+  for name in sorted(sections):
+    kind = config[name].kind
+    if kind not in _SECTION_KEYS:
+      raise ConfigError(f'config.{name}.kind={kind!r}; use one of '
+                        f'{sorted(_SECTION_KEYS)}.')
+    _unknown(f'config.{name} (a {kind} stage)', config[name].keys(),
+             _SECTION_KEYS[kind])
+    if 'dataset' in config[name] and config[name].dataset is not None:
+      _unknown(f'config.{name}.dataset', config[name].dataset.keys(),
+               _DATASET_KEYS)
+
+
+def resolve_stage(config, name: str) -> ml_collections.ConfigDict:
+  """The stage's section with unset keys filled from the top level."""
+  cfg = ml_collections.ConfigDict(config[name].to_dict())
+  for key in INHERITED:
+    if key in cfg and cfg[key] is None:
+      cfg[key] = config.get(key)
+  return cfg
+
+
+def copy(section: Any) -> ml_collections.ConfigDict:
+  """A deep copy of a section (so variants can change one stage's dataset)."""
+  return ml_collections.ConfigDict(section.to_dict())
+
+
+def required(what: str) -> str:
+  """A path the user must give on the command line (clear error if not)."""
+  return f'REQUIRED: {what}'
+
+
+def synthetic_resnet_lstm(c: ml_collections.ConfigDict) -> None:
+  """The ResNet-50 + LSTM experiments at a size for 2 CPU cores.
+
+  Same 3/4/6/3 layout at width 8, 48x48 crops (resize 54 -> crop 48),
+  windows of 16 frames, batch 8, Adam 1e-3.
+  """
+  c.batch_size = 8
+  c.log_every_steps = 25
+  c.learning_rate = 1e-3
+  c.model.width = 8
+  c.model.zero_init_residual = True
+  c.input.window = 16
+  c.input.train_stride = 8
+  c.input.image_size = 48
+  c.input.resize_size = 54
+  c.input.num_threads = 2
+
+
+def resnet50_lstm() -> ml_collections.ConfigDict:
+  """tzirakis2019's network: ResNet-50 -> 2-layer LSTM 256 -> FC."""
+  return ml_collections.ConfigDict(dict(
+      arch='resnet50_lstm', width=64, stage_sizes=(3, 4, 6, 3),
+      lstm_hidden=256, lstm_layers=2, dtype='float32', unroll=1,
+      zero_init_residual=False))
