@@ -250,18 +250,143 @@ def test_worker_tasks_group_short_image_sequences_in_order():
   assert [job for b in batches for job in b] == jobs  # Order kept.
 
 
-def test_a_stream_breaking_mid_video_keeps_earlier_frames_and_is_noted():
+def test_an_image_sequence_breaking_keeps_earlier_frames_and_is_noted():
   from tfds_builders.core import builder as builder_lib  # pylint: disable=g-import-not-at-top
 
   def frames():
     for i in range(3):
       yield video_lib.Frame(i, i / 25, np.zeros((4, 4, 3), np.uint8))
-    raise AffectJaxError('Decoding video v.mp4 failed after 3 frames')
+    raise AffectJaxError('Cannot decode image f/00003.png')
   broken = []
-  kept = list(builder_lib._until_broken(frames(), 'v', broken))  # pylint: disable=protected-access
+  spec = core.VideoSpec('v', 's', 'f', _label, images=['f/00000.png'] * 4)
+  kept = list(builder_lib._until_broken(frames(), spec, broken))  # pylint: disable=protected-access
   assert len(kept) == 3
-  assert broken == ['v: cut short, kept the 3 frames decoded before an '
-                    'error: Decoding video v.mp4 failed after 3 frames']
+  assert broken == [{'video_id': 'v', 'path': 'f', 'status': 'cut short',
+                     'reason': 'kept the 3 frames before an error: Cannot '
+                     'decode image f/00003.png'}]
+  assert core.format_broken(dict(broken[0], split='train')) == (
+      'train/v: cut short: kept the 3 frames before an error: Cannot decode '
+      'image f/00003.png')
+
+
+# Containers the builders accept, with the index at the end (the default)
+# and, for .mp4/.mov, at the start ("faststart").
+_CONTAINERS = [('mp4', None), ('mp4', {'movflags': 'faststart'}),
+               ('mov', None), ('mov', {'movflags': 'faststart'}),
+               ('avi', None)]
+
+
+def _textured(n, h=48, w=64):
+  """Frames that do not compress to nothing (packets of some size)."""
+  rng = np.random.default_rng(0)
+  base = rng.integers(0, 255, (h, w, 3), np.uint8)
+  return [np.roll(base, 3 * i, axis=1) for i in range(n)]
+
+
+def _packet_ends(path):
+  """Byte offsets where the video stream's packets end, in file order."""
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(path) as container:
+    return sorted(p.pos + p.size for p in container.demux(video=0)
+                  if p.pos is not None and p.pos >= 0 and p.size)
+
+
+@pytest.mark.parametrize('ext,options', _CONTAINERS)
+def test_truncated_videos_are_errors_in_every_container(tmp_path, ext,
+                                                        options):
+  path = str(tmp_path / f'v.{ext}')
+  assert core.write_video(path, _textured(60), fps=25, options=options) == 60
+  assert len(list(core.iter_frames(path))) == 60  # Intact: passes.
+  info = core.probe(path)
+  assert (info.frames, info.fps) == (60, 25.0)
+  assert info.duration == pytest.approx(2.4, abs=0.05)
+  data = open(path, 'rb').read()
+  cut = str(tmp_path / f'cut.{ext}')
+  ends = _packet_ends(path)
+  # Cut in the middle of the data (at 30%, 50%, 80% of the file) and, as an
+  # interrupted download usually ends, exactly after a packet.
+  points = [int(len(data) * f) for f in (0.3, 0.5, 0.8)]
+  points += [ends[len(ends) // 2]]
+  for point in points:
+    with open(cut, 'wb') as f:
+      f.write(data[:point])
+    with pytest.raises(AffectJaxError) as e:
+      list(core.iter_frames(cut))
+    message = str(e.value)
+    assert f'cut.{ext}' in message and '--skip_broken' in message
+    assert any(k in message for k in ('ends early', 'failed after',
+                                      'Cannot open')), message
+  if options or ext == 'avi':  # The header survives: it opens, then ends.
+    with open(cut, 'wb') as f:
+      f.write(data[:ends[len(ends) // 2]])
+    assert core.probe(cut).frames == 60
+    with pytest.raises(AffectJaxError, match=(
+        r'cut\.' + ext + r' ends early: decoded \d+ frames but its header '
+        r'declares 60 frames.*re-download.*--skip_broken')):
+      list(core.iter_frames(cut))
+
+
+def _avi_declaring(path, out, frames):
+  """A copy of an .avi whose headers declare `frames` frames."""
+  import struct  # pylint: disable=g-import-not-at-top
+  data = bytearray(open(path, 'rb').read())
+  i = data.find(b'avih') + 8 + 16  # dwTotalFrames.
+  j = data.find(b'strh') + 8 + 32  # dwLength of the video stream.
+  data[i:i + 4] = data[j:j + 4] = struct.pack('<I', frames)
+  with open(out, 'wb') as f:
+    f.write(data)
+
+
+def test_intact_videos_with_slightly_wrong_header_counts_pass(tmp_path):
+  path = str(tmp_path / 'v.avi')
+  core.write_video(path, _textured(60), fps=25, codec='mpeg4')
+  for declared in (58, 63, 65):  # At most TRUNCATION_FRAMES = 5 missing.
+    _avi_declaring(path, str(tmp_path / 'w.avi'), declared)
+    assert core.probe(str(tmp_path / 'w.avi')).frames == declared
+    assert len(list(core.iter_frames(str(tmp_path / 'w.avi')))) == 60
+  _avi_declaring(path, str(tmp_path / 'w.avi'), 66)
+  with pytest.raises(AffectJaxError, match='decoded 60 frames but its header '
+                     'declares 66 frames'):
+    list(core.iter_frames(str(tmp_path / 'w.avi')))
+
+
+def test_the_truncation_rule():
+  # max(5 frames, 2% of the declared count), in frames and in seconds.
+  assert video_lib.allowed_shortfall(98) == 5
+  assert video_lib.allowed_shortfall(1000) == 20
+  ok = [(98, 95), (98, 93), (1000, 980), (7500, 7350)]
+  short = [(98, 92), (1000, 979), (7500, 7349), (60, 27)]
+  for declared, decoded in ok:
+    core.check_complete(core.VideoInfo('v.mp4', 25, declared, None), decoded,
+                        None)
+  for declared, decoded in short:
+    with pytest.raises(AffectJaxError, match=f'v.mp4 ends early: decoded '
+                       f'{decoded} frames but its header declares '
+                       f'{declared} frames'):
+      core.check_complete(core.VideoInfo('v.mp4', 25, declared, None),
+                          decoded, None)
+  # Duration only (no frame count in the header): 4 s at 25 fps = 100
+  # frames, 5 frames = 0.2 s of slack.
+  info = core.VideoInfo('v.mkv', 25, None, 4.0)
+  core.check_complete(info, 95, 3.8)
+  core.check_complete(info, 200, 8.0)  # Longer than declared: fine.
+  with pytest.raises(AffectJaxError, match=r'decoded 94 frames \(3.76 s\) '
+                     r'but its header declares 4.00 s'):
+    core.check_complete(info, 94, 3.76)
+
+
+def test_label_count_slack_warns_and_beyond_it_errors():
+  core.check_label_count('v.mp4', 'v.csv', 100, 100, 30)
+  core.check_label_count('v.mp4', 'v.csv', 100, 130, 30)  # Warning only.
+  core.check_label_count('v.mp4', 'v.csv', 100, 70, 30)
+  with pytest.raises(AffectJaxError, match=(
+      r'the labels run 31 frames past the end of the video: v.csv covers 131 '
+      r'frames but v.mp4 decodes 100 frames.*re-download.*--skip_broken')):
+    core.check_label_count('v.mp4', 'v.csv', 100, 131, 30)
+  with pytest.raises(AffectJaxError, match=(
+      r'v.mp4 decodes 100 frames but v.csv covers only 69 rows \(31 fewer\)'
+      r'.*re-copy.*--skip_broken')):
+    core.check_label_count('v.mp4', 'v.csv', 100, 69, 30, 'rows')
 
 
 def test_left_and_right_pick_the_two_people_of_a_video(tmp_path):
@@ -296,3 +421,117 @@ def test_affect_value_parses_one_cell_for_every_builder():
     annotations.affect_value('1.5')
   with pytest.raises(ValueError, match=r'nan is outside .*not -2, "no lab'):
     annotations.affect_value('nan', 'valence', no_label=-2)
+
+
+class CoreTestVideos(core.VideoFrameBuilder):
+  """Two decoded videos and an image sequence; 'cut' may be truncated."""
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [core.VideoFrameConfig(name='default')]
+  EMOTION_NAMES = ('a',)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Generated by the test.'
+
+  def _videos(self, manual_dir):
+    folder = os.path.join(manual_dir, 'frames')
+    images = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    return {'train': [
+        core.VideoSpec(vid, vid, os.path.join(manual_dir, f'{vid}.mp4'),
+                       _label) for vid in ('a_good', 'b_cut')
+    ] + [core.VideoSpec('c_frames', 'c', folder, _label, images=images)]}
+
+
+def _videos_copy(root, truncate: bool):
+  (root / 'frames').mkdir(parents=True, exist_ok=True)
+  for i in range(3):
+    Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8)).save(
+        root / 'frames' / f'{i:05d}.png')
+  faststart = {'movflags': 'faststart'}
+  for vid in ('a_good', 'b_cut'):
+    core.write_video(str(root / f'{vid}.mp4'), _textured(40), fps=25,
+                     options=faststart)
+  if truncate:  # An interrupted download: the index is there, half the data.
+    path = str(root / 'b_cut.mp4')
+    end = _packet_ends(path)[15]
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+      f.write(data[:end])
+  return root
+
+
+def _build_videos(root, data_dir, **config):
+  builder = CoreTestVideos(
+      data_dir=str(data_dir),
+      config=core.VideoFrameConfig(name='t', detector='none',
+                                   landmarks='none', image_size=16, **config))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+  return builder
+
+
+def test_a_truncated_video_stops_the_build_and_leaves_no_dataset(tmp_path):
+  root = _videos_copy(tmp_path / 'copy', truncate=True)
+  data_dir = tmp_path / 'data'
+  with pytest.raises(AffectJaxError, match=(
+      r'b_cut.mp4 ends early: decoded 16 frames but its header declares 40 '
+      r'frames.*--skip_broken')):
+    _build_videos(root, data_dir)
+  # Nothing a later run or the pipeline could take for a prepared dataset.
+  left = [os.path.relpath(os.path.join(d, f), data_dir)
+          for d, _, fs in os.walk(data_dir) for f in fs]
+  assert not [f for f in left if 'array_record' in f or 'dataset_info' in f]
+  builder = CoreTestVideos(data_dir=str(data_dir),
+                           config=core.VideoFrameConfig(name='t'))
+  assert not builder.is_prepared()
+  assert not core.leftover_builds(builder)
+  with pytest.raises(AffectJaxError, match='holds no dataset_info.json'):
+    core.check_prepared(builder)
+
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_skip_broken_leaves_truncated_videos_out_and_lists_them(tmp_path,
+                                                               num_workers):
+  root = _videos_copy(tmp_path / 'copy', truncate=True)
+  builder = _build_videos(root, tmp_path / 'data', skip_broken=True,
+                          num_workers=num_workers)
+  source = builder.as_data_source('train')
+  ids = [source[i][F.RECORD_VIDEO_ID] for i in range(len(source))]
+  assert ids == [b'a_good'] * 40 + [b'c_frames'] * 3  # No frame of b_cut.
+  skipped = core.skipped_videos(builder)
+  assert [(s['split'], s['video_id'], s['status']) for s in skipped] == [
+      ('train', 'b_cut', 'left out')]
+  assert 'ends early: decoded 16 frames' in skipped[0]['reason']
+  # The list is in the prepared dataset's metadata, for training to report.
+  reloaded = tfds.builder_from_directory(str(builder.data_dir))
+  assert core.skipped_videos(reloaded) == skipped
+  core.check_prepared(reloaded)
+  # An intact copy lists nothing.
+  intact = _build_videos(_videos_copy(tmp_path / 'intact', truncate=False),
+                         tmp_path / 'data2', skip_broken=True)
+  assert core.skipped_videos(intact) == []
+  assert len(intact.as_data_source('train')) == 83
+
+
+def test_check_prepared_refuses_half_built_folders(tmp_path):
+  root = _videos_copy(tmp_path / 'copy', truncate=False)
+  builder = _build_videos(root, tmp_path / 'data')
+  core.check_prepared(builder)
+  shard = str(builder.info.splits['train'].filepaths[0])
+  data = open(shard, 'rb').read()
+  with open(shard, 'wb') as f:  # An interrupted copy of the folder.
+    f.write(data[:len(data) // 2])
+  with pytest.raises(AffectJaxError, match=r'is half-built: .*array_record.*'
+                     r'delete the folder and run python -m affect_jax.prepare'):
+    core.check_prepared(builder)
+  os.remove(shard)
+  with pytest.raises(AffectJaxError, match=r"half-built: split 'train' lacks"):
+    core.check_prepared(builder)
+  # A killed build's folder (TFDS renames it only when done).
+  incomplete = os.path.join(os.path.dirname(str(builder.data_dir)),
+                            'incomplete.ABC123_1.0.0')
+  os.makedirs(incomplete)
+  assert core.leftover_builds(builder) == [incomplete]
+
+
+  class Unfinished:  # Only data_dir is read before the name is refused.
+    data_dir = incomplete
+  with pytest.raises(AffectJaxError, match='is an unfinished build'):
+    core.check_prepared(Unfinished())

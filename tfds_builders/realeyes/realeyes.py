@@ -212,8 +212,9 @@ class _Labels:
   """
 
   def __init__(self, paths: list[str], labels: dict[int, np.ndarray],
-               skip: bool):
+               skip: bool, video_path: str, max_mismatch_frames: int):
     self.labels, self.skip = labels, skip
+    self.video_path, self.max_mismatch_frames = video_path, max_mismatch_frames
     # For messages: the file, or the first of the annotators' files.
     self.path = paths[0] + (f" (and {len(paths) - 1} other annotators' "
                             'files)' if len(paths) > 1 else '')
@@ -232,10 +233,9 @@ class _Labels:
     return core.FrameLabels(emotions=emotions)
 
   def done(self, num_frames: int) -> None:
-    extra = sum(f >= num_frames for f in self.labels)
-    if extra:
-      logging.warning('%s has %d rows past the video\'s last frame %d.',
-                      self.path, extra, num_frames - 1)
+    core.check_label_count(self.video_path, self.path, num_frames,
+                           max(self.labels, default=-1) + 1,
+                           self.max_mismatch_frames)
 
 
 class RealEyes(core.VideoFrameBuilder):
@@ -299,7 +299,8 @@ class RealEyes(core.VideoFrameBuilder):
       else:
         paths = [os.path.join(label_dir, f'{vid}.csv')]
         frames = read_labels(paths[0])
-      labels = _Labels(paths, frames, c.missing_labels == 'skip')
+      labels = _Labels(paths, frames, c.missing_labels == 'skip', path,
+                       c.max_mismatch_frames)
       specs[vid] = core.VideoSpec(vid, subject, path, labels, labels.done)
     split = split_subjects(list(subjects.values()), c.validation_fraction,
                            c.test_fraction)
