@@ -335,9 +335,19 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
         yield from self._read_spools(map(_spool_video_records, tasks), split)
 
   def _read_spools(self, results, split: str) -> Iterator[tuple[int, dict]]:
+    written = 0
     for path, broken in results:
       self.broken_videos.extend(dict(b, split=split) for b in broken)
-      yield from _read_spool(path)
+      for record in _read_spool(path):
+        written += 1
+        yield record
+    if not written:  # TFDS cannot write an empty split: say why instead.
+      left = [format_broken(b) for b in self.broken_videos
+              if b['split'] == split]
+      raise AffectJaxError(
+          f'{self.name}: skip_broken left out every video of split '
+          f'{split!r}, so it would be empty: ' + '; '.join(left) +
+          '. Fix or re-download these videos.')
 
 
 def broken_entry(spec: VideoSpec, status: str, reason: str) -> dict[str, str]:
