@@ -51,6 +51,11 @@ def test_crop_maps_box_and_points_to_crop_coordinates():
   np.testing.assert_allclose(crop.box_to_crop(np.array([40, 90, 60, 110])),
                              [1 / 6, 1 / 6, 5 / 6, 5 / 6], atol=1e-6)
   np.testing.assert_allclose(crop.to_crop([[100, 50]]), [[0.5, 0.5]])
+  # Back to source pixels (what a prediction CSV reports).
+  np.testing.assert_allclose(crop.to_frame([[0.5, 0.5]]), [[100, 50]])
+  np.testing.assert_allclose(
+      crop.box_to_frame(crop.box_to_crop(np.array([40, 90, 60, 110]))),
+      [40, 90, 60, 110], atol=1e-4)
   assert crop.image[15, 15].min() == 255 and crop.image[1, 1].max() == 0
 
 

@@ -20,6 +20,9 @@ file order) and the first `round(validation_fraction * n)` go to
 RealEyes protocol is 80/20 train/validation), the rest to 'train'. Each
 non-zero fraction gets at least one subject. Labels are matched to decoded
 frames by frame index; valence and arousal are NaN (the layout has none).
+Rows running more than `max_mismatch_frames` (30) past the video's last
+frame mean a truncated video: an error (`core.check_label_count`), or with
+skip_broken the video is left out.
 
 With annotator folders, a video's labels fuse the files of the annotators
 who have one for it (the others did not label that video), by the config's
