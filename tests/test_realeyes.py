@@ -129,15 +129,10 @@ def _faststart_cut(path, keep: int):
   As a "faststart" download interrupted part way: the file opens (its
   header declares every frame) and decodes its first frames.
   """
-  import av  # pylint: disable=g-import-not-at-top
   images = [f.image for f in video_lib.iter_frames(str(path))]
   video_lib.write_video(str(path), images, FPS,
                         options={'movflags': 'faststart'})
-  with av.open(str(path)) as container:
-    ends = sorted(p.pos + p.size for p in container.demux(video=0)
-                  if p.size)
-  data = path.read_bytes()
-  path.write_bytes(data[:ends[keep - 1]])
+  builder_util.cut_after_frames(path, keep)
 
 
 def test_truncated_faststart_video_fails_prepare_or_is_listed(manual_dir,
