@@ -10,8 +10,16 @@ RECORD_IMAGE = 'image'  # JPEG bytes of the (face) frame, scalar np.object_.
 RECORD_VALENCE = 'valence'  # float32 in [-1, 1]; NaN where unlabelled.
 RECORD_AROUSAL = 'arousal'  # float32 in [-1, 1]; NaN where unlabelled.
 RECORD_EMOTIONS = 'emotions'  # float32 [C] multi-hot.
-RECORD_LANDMARKS = 'landmarks'  # float32 [68, 2] (x, y) in [0, 1] of the frame.
-RECORD_BOX = 'box'  # float32 [4] face box (ymin, xmin, ymax, xmax) in [0, 1].
+# Geometry is in coordinates of the stored image (RECORD_IMAGE: the face crop,
+# or the whole frame letterboxed to a square), 0..1 across its side, not of
+# the source frame: (0, 0) is the crop's top-left corner. Zeros where
+# unknown (no face found, none shipped). The crop's place in the source frame
+# is not stored; the core's `face.Crop.to_frame` / `box_to_frame` map crop
+# coordinates back to source pixels where the crop is at hand (prediction).
+RECORD_LANDMARKS = 'landmarks'  # float32 [68, 2] (x, y) in the crop; points
+#   of a face near the crop's edge may lie slightly outside [0, 1].
+RECORD_BOX = 'box'  # float32 [4] face box (ymin, xmin, ymax, xmax) in the
+#   crop, clipped to [0, 1]; with the default margin 0.2 about 1/7..6/7.
 RECORD_HAS_FACE = 'has_face'  # bool.
 RECORD_TIME = 'time'  # float32 seconds from the start of the video.
 RECORD_FRAME_INDEX = 'frame_index'  # int32, 0-based within the video.

@@ -8,17 +8,18 @@ optimised and the CCC that is reported are the same formula.
 
 CCC, exactly (Lin 1989; DATA_FORMATS.md):
 
-  CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2 + eps)
+  CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2)
 
 with population (biased, 1/N) moments by default, as End2You, kollias2019 and
 tzirakis2019 compute it. AVEC 2018 used 1/(N - 1) moments: pass `ddof=1`.
 
 Conventions for degenerate inputs (so that nothing is NaN and the loss stays
-bounded): `eps` keeps the denominator positive, so
+bounded): a denominator of at most `eps` (the smallest normal float32, 1e-38:
+nothing but exact zeros) gives CCC 0, so
 
-  * two constant sequences (zero variance) have CCC 0, also when they are equal
-    (0 / eps); a single valid element is a constant sequence; no valid element
-    at all gives CCC 0;
+  * two constant sequences that are equal have CCC 0 (0/0); a single valid
+    element is a constant sequence; no valid element at all gives CCC 0;
+    constant but different sequences have CCC 0 by the formula;
   * otherwise |CCC| <= 1 (Cauchy-Schwarz: |2 cov| <= var(x) + var(y)), so
     1 - CCC lies in [0, 2] and its gradient is finite.
 
@@ -33,10 +34,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-# Guards 0/0 on constant inputs. Small against label variances (~1e-2 for
-# valence/arousal in [-1, 1]), so it moves a CCC by ~1e-6 at most.
-EPS = 1e-8
+# Guards only 0/0 (constant inputs, whose moments are exactly 0, see
+# `moments`): no bias at any variance a float32 can hold. (A fixed 1e-8 added
+# to the denominator was 34% off at label variances near 1e-8.)
+EPS = float(np.finfo(np.float32).tiny)
 
 Axis = int | tuple[int, ...]
 
@@ -77,12 +80,25 @@ def _float(x, y, xp):
   return x.astype(dtype), y.astype(dtype)
 
 
+def _mid_range(x, valid, axis: Axis, xp):
+  """(max + min) / 2 of the valid elements (keepdims; 0 where none is)."""
+  hi = xp.max(xp.where(valid, x, -xp.inf), axis=axis, keepdims=True)
+  lo = xp.min(xp.where(valid, x, xp.inf), axis=axis, keepdims=True)
+  mid = xp.where(hi >= lo, hi / 2 + lo / 2, 0)
+  # The moments do not depend on the shift: no gradient through it.
+  return jax.lax.stop_gradient(mid) if xp is jnp else mid
+
+
 def moments(x, y, mask=None, axis: Axis = 0, ddof: int = 0,
             xp: Any = jnp) -> Moments:
   """Masked means, variances and covariance of x and y along `axis`.
 
   Two-pass (centred) moments: E[x^2] - E[x]^2 cancels catastrophically in
-  float32 when the mean is large against the spread.
+  float32 when the mean is large against the spread. The values are first
+  shifted by the mid-range of the valid ones (moments do not change under a
+  shift): a constant input becomes exactly 0, so its variance and
+  covariances are exactly 0 rather than rounding noise of its mean (which
+  made the CCC of two equal constant sequences any value in [-1, 1]).
 
   Args:
     x: values, e.g. [N, K].
@@ -102,11 +118,16 @@ def moments(x, y, mask=None, axis: Axis = 0, ddof: int = 0,
   y = xp.where(valid, y, 0)
   count = xp.sum(valid.astype(x.dtype), axis=axis)
   safe_count = xp.maximum(count, 1)
+  shift_x, shift_y = (_mid_range(v, valid, axis, xp) for v in (x, y))
+  x = xp.where(valid, x - shift_x, 0)
+  y = xp.where(valid, y - shift_y, 0)
   mean_x = xp.sum(x, axis=axis) / safe_count
   mean_y = xp.sum(y, axis=axis) / safe_count
   dx = xp.where(valid, x - xp.expand_dims(mean_x, axis), 0)
   dy = xp.where(valid, y - xp.expand_dims(mean_y, axis), 0)
   dof = xp.maximum(count - ddof, 1)
+  mean_x = mean_x + xp.squeeze(shift_x, axis)
+  mean_y = mean_y + xp.squeeze(shift_y, axis)
   return Moments(count=count, mean_x=mean_x, mean_y=mean_y,
                  var_x=xp.sum(dx * dx, axis=axis) / dof,
                  var_y=xp.sum(dy * dy, axis=axis) / dof,
@@ -122,7 +143,8 @@ def ccc(x, y, mask=None, axis: Axis = 0, eps: float = EPS, ddof: int = 0,
     y: targets of x's shape (NaN allowed where `mask` is 0).
     mask: None, or aligned with x's leading axes ([N] or [N, K]); > 0 = valid.
     axis: axis or axes to reduce.
-    eps: added to the denominator; constant inputs give 0, never NaN.
+    eps: a denominator at or below it gives 0 (0/0 of equal constant
+      inputs), never NaN; no other value changes.
     ddof: 0 = population moments (default, the field's convention);
       1 = sample moments (AVEC 2018).
     xp: `jax.numpy` (differentiable) or `numpy`.
@@ -131,7 +153,10 @@ def ccc(x, y, mask=None, axis: Axis = 0, eps: float = EPS, ddof: int = 0,
     CCC per remaining index, e.g. [K]; in [-1, 1].
   """
   m = moments(x, y, mask, axis=axis, ddof=ddof, xp=xp)
-  return 2 * m.cov / (m.var_x + m.var_y + (m.mean_x - m.mean_y) ** 2 + eps)
+  den = m.var_x + m.var_y + (m.mean_x - m.mean_y) ** 2
+  # Double `where`: no 0/0 in the value nor in its gradient.
+  ok = den > eps
+  return xp.where(ok, 2 * m.cov / xp.where(ok, den, 1), 0)
 
 
 def pearson(x, y, mask=None, axis: Axis = 0, eps: float = EPS,

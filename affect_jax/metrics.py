@@ -3,8 +3,14 @@
 As the field evaluates (DATA_FORMATS.md, "CCC, exactly"): predictions of all
 windows are gathered, every (video, frame) is kept once, and CCC / Pearson /
 MSE are computed over the concatenation of all valid frames of the split with
-population (1/N) moments. The per-recording average (`ccc_per_video_mean_*`)
-is reported beside it. AVEC 2018 used sample (1/(N-1)) moments: `ddof=1`.
+population (1/N) moments. AVEC 2018 used sample (1/(N-1)) moments: `ddof=1`.
+
+The per-recording average (`ccc_per_video_mean_*`) is reported beside it: the
+mean of the CCCs of the recordings whose labels are not constant. A
+recording with constant labels (including one with a single labelled frame)
+is left out: its covariance with any prediction is 0, so its CCC is 0
+whatever the model does (0/0, scored 0, when the predictions equal the
+constant), and counting it would only pull the mean towards 0.
 
 The formulas are `affect_jax.losses`' (`ccc`, `pearson`, `mse`), called with
 `xp=numpy`: the metric and the training loss cannot drift apart. The only
@@ -196,8 +202,9 @@ class RegressionAccumulator(_FrameStore):
       A dict with, for each name: `ccc_<name>`, `pearson_<name>`,
       `mse_<name>`, `rmse_<name>` over the concatenation of the split's
       frames; `ccc_per_video_mean_<name>`, the mean of per-video CCCs over
-      videos with at least 2 labelled frames (a shorter video has no
-      variance: its CCC would be 0 by convention and only dilute the mean).
+      the videos whose labels of `name` are not constant (module
+      docstring: a constant label track, e.g. a single labelled frame,
+      scores 0 whatever the prediction and is left out).
       Also `ccc_mean` and `ccc_per_video_mean` (means over the names),
       `num_frames`, `num_videos` and `ccc_ddof`. NaN where there are no
       frames.
@@ -218,7 +225,7 @@ class RegressionAccumulator(_FrameStore):
       per_video = []
       for idx in videos:
         idx = idx[labelled[idx]]
-        if idx.size >= 2:
+        if idx.size and np.ptp(targets[idx, k]) > 0:
           per_video.append(ccc(preds[idx, k], targets[idx, k], ddof=ddof))
       out[f'ccc_per_video_mean_{name}'] = _mean(per_video)
     out['ccc_mean'] = _mean([out[f'ccc_{n}'] for n in names])

@@ -48,7 +48,9 @@ flags.DEFINE_integer('detect_every', None,
 flags.DEFINE_integer('num_workers', None,
                      'Videos decoded in parallel (worker processes).')
 flags.DEFINE_bool('skip_broken', None, 'Leave out videos that cannot be '
-                  'decoded, with a warning, instead of stopping.')
+                  'decoded, end early or do not fit their labels, listing '
+                  'them at the end and in the metadata, instead of '
+                  'stopping.')
 flags.mark_flag_as_required('dataset')
 
 # Options that change the records, and so the config's name (the others
@@ -121,20 +123,28 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
           f'copy of {name} in the layout of DATA_FORMATS.md.')
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  from tfds_builders import core  # pylint: disable=g-import-not-at-top
+  for leftover in core.leftover_builds(builder):
+    print(f'Ignoring {leftover}: left by an interrupted build, never read '
+          '(delete it to free the space).')
+  reused = builder.is_prepared()
+  if reused:  # A folder that only looks prepared is refused, not reused.
+    core.check_prepared(builder)
   t0 = time.time()
   builder.download_and_prepare(download_config=config)
-  print(f'Prepared {builder.info.full_name} in {builder.data_dir} '
-        f'({time.time() - t0:.1f}s): ' + ', '.join(
+  print(f'{"Reusing" if reused else "Prepared"} {builder.info.full_name} in '
+        f'{builder.data_dir} ({time.time() - t0:.1f}s): ' + ', '.join(
             f'{s}={v.num_examples}' for s, v in builder.info.splits.items()))
   # Index every split now (reads the records once), so that training starts
   # without scanning them (input_pipeline.indexed_split).
   from affect_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   for split in builder.info.splits:
     input_pipeline.indexed_split(builder, split)
-  broken = getattr(builder, 'broken_videos', [])
+  broken = core.skipped_videos(builder)
   if broken:
-    print(f'skip_broken: {len(broken)} video(s) left out or cut short:\n  '
-          + '\n  '.join(broken))
+    print(f'skip_broken: {len(broken)} video(s) left out or cut short (also '
+          'in the dataset\'s metadata, broken_videos):\n  ' +
+          '\n  '.join(core.format_broken(b) for b in broken))
   return builder
 
 

@@ -34,3 +34,20 @@ def load_splits(name: str, data_dir, builder_config: str | None = None,
   if splits is None:
     splits = input_pipeline.get_builder(cfg).info.splits
   return {s: input_pipeline.load_split(cfg, s) for s in splits}
+
+
+def cut_after_frames(path, keep: int) -> None:
+  """Truncates a video file right after its `keep`-th video packet.
+
+  As an interrupted download or copy usually ends: a clean end of file, so
+  a file whose header comes first (faststart .mp4/.mov, .avi) still opens
+  and decodes its first `keep` frames.
+  """
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(str(path)) as container:
+    ends = sorted(p.pos + p.size for p in container.demux(video=0)
+                  if p.pos is not None and p.pos >= 0 and p.size)
+  with open(path, 'rb') as f:
+    data = f.read(ends[keep - 1])
+  with open(path, 'wb') as f:
+    f.write(data)

@@ -99,3 +99,23 @@ def test_no_split_folder(tmp_path):
   (tmp_path / 'copy' / 'Test_AFEW').mkdir(parents=True)
   with pytest.raises(AffectJaxError, match='no Train_AFEW/ or Val_AFEW/'):
     _build(tmp_path / 'copy', tmp_path / 'out')
+
+
+def test_truncated_clip_is_an_error_or_left_out(copy_dir, tmp_path):
+  root = shutil.copytree(copy_dir, tmp_path / 'copy')
+  path = str(root / 'Train_AFEW' / 'Angry' / 'long.avi')
+  rng = np.random.default_rng(0)
+  core.write_video(path, [rng.integers(0, 255, (32, 48, 3), np.uint8)
+                          for _ in range(40)], 25, codec='mpeg4')
+  builder_util.cut_after_frames(path, 20)  # Header, half the data.
+  with pytest.raises(AffectJaxError, match=(
+      r'long.avi ends early: decoded 20 frames but its header declares 40 '
+      r'frames.*--skip_broken')):
+    _build(root, tmp_path / 'a')
+  builder = builder_util.build(afew.Afew, afew.AfewConfig, root,
+                               tmp_path / 'b', skip_broken=True)
+  assert [(b['split'], b['video_id'], b['status'])
+          for b in core.skipped_videos(builder)] == [
+              ('train', 'long', 'left out')]
+  ids = {r[F.RECORD_VIDEO_ID] for r in builder_util.records(builder)['train']}
+  assert ids == {b'a1', b'h1', b's1'}

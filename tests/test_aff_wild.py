@@ -9,6 +9,7 @@ import pytest
 from affect_jax import features as F
 from affect_jax import prepare
 from affect_jax.errors import AffectJaxError
+from tfds_builders import core
 from tfds_builders.aff_wild import aff_wild
 from tfds_builders.core import face
 from tfds_builders.core import video as video_lib
@@ -207,3 +208,27 @@ def test_test_split_skipped_without_test_annotations(tmp_path):
   shutil.rmtree(os.path.join(root, 'annotations', 'test'))
   builder = _build(root, tmp_path / 'out', validation_fraction=0.0)
   assert sorted(builder.info.splits) == ['train']
+
+
+def test_label_lines_far_past_the_video_are_an_error(copy_dir, tmp_path):
+  root = _copy(copy_dir, tmp_path)
+  frames = VIDEOS['v2'][2]  # v2 is in train (v1, validation, is alone).
+
+  def lines(n):
+    for dim in ('valence', 'arousal'):
+      path = root / 'annotations' / 'train' / dim / 'v2.txt'
+      path.write_text('0.1\n' * n)
+  lines(frames + 30)  # Within the slack: built, with a warning.
+  builder = _build(root, tmp_path / 'a')
+  assert core.skipped_videos(builder) == []
+  lines(frames + 31)  # As if the video were cut short.
+  with pytest.raises(AffectJaxError, match=(
+      rf'labels run 31 frames past the end of the video: .*v2.txt covers '
+      rf'{frames + 31} lines but .*v2.mp4 decodes {frames} frames')):
+    _build(root, tmp_path / 'b')
+  builder = _build(root, tmp_path / 'c', skip_broken=True)
+  assert [(b['video_id'], b['status']) for b in core.skipped_videos(
+      builder)] == [('v2', 'left out')]
+  ids = {r[F.RECORD_VIDEO_ID] for rs in builder_util.records(builder).values()
+         for r in rs}
+  assert b'v2' not in ids and b'v1' in ids and b'v3' in ids

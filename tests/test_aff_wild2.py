@@ -367,10 +367,19 @@ def test_config_checks(tmp_path):
       'va', 'expr', 'va_whole_frame', 'expr_whole_frame']
 
 
-def test_row_count_mismatch_warning(caplog):
-  check = aff_wild2.RowCheck('v.mp4', 'v.txt', 1000, 0.05, 30)
+def test_row_count_mismatch_warning_and_error(caplog):
+  check = aff_wild2.RowCheck('v.mp4', 'v.txt', 1000, 30)
   with caplog.at_level(logging.WARNING):
-    check(1010)  # A few frames off: as in the release, no warning.
+    check(1000)
     assert not caplog.records
-    check(1100)
-  assert 'v.mp4: 1000 annotation rows (v.txt) but 1100 decoded' in caplog.text
+    check(1030)  # Up to 30 frames off: a warning, as in the release.
+  assert ('v.mp4: 1030 decoded frames, v.txt covers 1000 rows (within the '
+          '30-frame slack)') in caplog.text
+  # A video far longer than its rows, or rows far past the video's end.
+  with pytest.raises(AffectJaxError, match=r'v.mp4 decodes 1031 frames but '
+                     r'v.txt covers only 1000 rows \(31 fewer\)'):
+    check(1031)
+  with pytest.raises(AffectJaxError, match=r'the labels run 500 frames past '
+                     r'the end of the video: v.txt covers 1000 rows but '
+                     r'v.mp4 decodes 500 frames.*--skip_broken'):
+    check(500)

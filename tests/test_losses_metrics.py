@@ -335,3 +335,73 @@ def test_multilabel_auc_mean_skips_undefined_classes():
   r = acc.result(('a', 'b'))
   assert r['auc_a'] == 1.0 and np.isnan(r['auc_b'])
   assert r['auc_mean'] == 1.0
+
+
+# ------------------------------------------------- numeric edges of the CCC
+
+
+@pytest.mark.parametrize('scale', [1.0, 1e-2, 1e-4, 1e-6])
+def test_ccc_is_unbiased_at_tiny_label_variances(scale):
+  # 1e-4 * normal(1000) pairs: variances near 1e-8, where a fixed 1e-8 in
+  # the denominator was ~34% off. Around 0 and around a large mean.
+  rng = np.random.default_rng(3)
+  y = rng.normal(size=1000)
+  x = 0.5 * y + 0.5 * rng.normal(size=1000)
+  for offset in (0.0, 0.5):
+    xs, ys = scale * x + offset, scale * y + offset
+    want = ref_ccc(xs, ys)  # float64, straight from the formula.
+    assert metrics.ccc(xs, ys) == pytest.approx(want, rel=1e-9)
+    got = float(losses.ccc(jnp.float32(xs), jnp.float32(ys)))
+    # float32 holds the spread to ~1e-7 of the offset: 1e-6 * normal
+    # around 0.5 is ~8 ulps, beyond what any guard can recover.
+    if offset == 0 or scale >= 1e-4:
+      assert got == pytest.approx(want, rel=2e-3 if offset else 1e-5)
+    loss = float(losses.ccc_loss(jnp.float32(xs)[None, :, None],
+                                 jnp.float32(ys)[None, :, None],
+                                 jnp.ones((1, 1000))))
+    if offset == 0:
+      assert loss == pytest.approx(1 - want, rel=1e-5)
+
+
+@pytest.mark.parametrize('value', [0.0, 0.1, -0.7, 1 / 3])
+def test_constant_inputs_give_zero_ccc_and_finite_gradients(value):
+  # Equal constant sequences are 0/0: CCC 0 by convention, exactly, in
+  # float32 and float64 (their moments are exactly 0, not rounding noise).
+  for n in (1, 3, 7, 300):
+    c = np.full(n, value)
+    assert metrics.ccc(c, c) == 0.0
+    assert metrics.pearson(c, c) == 0.0
+    assert float(losses.ccc(jnp.float32(c), jnp.float32(c))) == 0.0
+    # Constant but different: 0 by the formula (cov = 0).
+    assert metrics.ccc(c, c + 0.25) == 0.0
+  grad = jax.grad(lambda p: losses.ccc_loss(p, jnp.full((1, 8, 1), value),
+                                            jnp.ones((1, 8))))
+  assert _finite(grad(jnp.full((1, 8, 1), value, jnp.float32)))
+  assert _finite(grad(jnp.linspace(0, 1, 8).reshape(1, 8, 1)))
+
+
+def test_per_video_mean_leaves_out_recordings_with_constant_labels():
+  rng = np.random.default_rng(5)
+  y0 = rng.uniform(-1, 1, 50)
+  p0 = 0.7 * y0 + 0.2 * rng.normal(size=50)
+  y1 = rng.uniform(-1, 1, 30)
+  p1 = -0.3 * y1 + 0.3 * rng.normal(size=30)
+  videos = {'moving_a': (p0, y0), 'moving_b': (p1, y1),
+            # Constant labels: CCC 0 whatever the prediction (0/0 when it
+            # equals them); left out of the per-recording mean.
+            'flat_equal': (np.full(20, 0.3), np.full(20, 0.3)),
+            'flat_other': (rng.normal(size=20), np.full(20, -0.2)),
+            'one_frame': (np.array([0.5]), np.array([0.1]))}
+  acc = metrics.RegressionAccumulator()
+  for vid, (p, y) in videos.items():
+    n = len(p)
+    acc.update(p.reshape(1, n, 1), y.reshape(1, n, 1), np.ones((1, n)),
+               [vid], np.arange(n)[None])
+  res = acc.result(names=('valence',))
+  want = np.mean([ref_ccc(p0, y0), ref_ccc(p1, y1)])
+  assert res['ccc_per_video_mean_valence'] == pytest.approx(want, rel=1e-10)
+  assert res['num_videos'] == 5
+  all_p = np.concatenate([p for p, _ in videos.values()])
+  all_y = np.concatenate([y for _, y in videos.values()])
+  assert res['ccc_valence'] == pytest.approx(ref_ccc(all_p, all_y),
+                                             rel=1e-10)

@@ -12,6 +12,7 @@ from affect_jax import features as F
 from affect_jax import input_pipeline
 from affect_jax import prepare
 from affect_jax.errors import AffectJaxError
+from tfds_builders import core
 from tfds_builders.core import video as video_lib
 from tfds_builders.realeyes import realeyes
 from tfds_builders.synthetic_faces import realeyes_layout
@@ -116,8 +117,93 @@ def test_truncated_video_names_the_file(manual_dir, tmp_path):
   videos = {r[F.RECORD_VIDEO_ID] for r in source.__getitems__(
       list(range(len(source))))}
   assert b's0002_v00' in videos and b's0001_v00' not in videos
-  assert len(builder.broken_videos) == 1
-  assert builder.broken_videos[0].startswith('s0001_v00: left out: ')
+  assert [(b['split'], b['video_id'], b['status'])
+          for b in builder.broken_videos] == [('train', 's0001_v00',
+                                               'left out')]
+  assert core.skipped_videos(builder) == builder.broken_videos
+
+
+def _faststart_cut(path, keep: int):
+  """Rewrites `path` with its index first, then cuts it after `keep` frames.
+
+  As a "faststart" download interrupted part way: the file opens (its
+  header declares every frame) and decodes its first frames.
+  """
+  images = [f.image for f in video_lib.iter_frames(str(path))]
+  video_lib.write_video(str(path), images, FPS,
+                        options={'movflags': 'faststart'})
+  builder_util.cut_after_frames(path, keep)
+
+
+def test_truncated_faststart_video_fails_prepare_or_is_listed(manual_dir,
+                                                              tmp_path,
+                                                              capsys):
+  root = shutil.copytree(manual_dir, tmp_path / 'copy')
+  _faststart_cut(root / 'videos' / 's0001_v00.mp4', keep=FRAMES // 2)
+  data_dir = str(tmp_path / 'data')
+  with pytest.raises(AffectJaxError, match=(
+      r's0001_v00.mp4 ends early: decoded \d+ frames but its header declares '
+      rf'{FRAMES} frames.*re-download.*--skip_broken')):
+    prepare.prepare('realeyes', data_dir, str(root), detector='none',
+                    landmarks='none', image_size=32)
+  assert not any('array_record' in f or f == 'dataset_info.json'
+                 for _, _, fs in os.walk(data_dir) for f in fs)
+  builder = prepare.prepare('realeyes', data_dir, str(root), detector='none',
+                            landmarks='none', image_size=32, skip_broken=True)
+  out = capsys.readouterr().out
+  assert 'skip_broken: 1 video(s) left out or cut short' in out
+  assert 'train/s0001_v00: left out: Video ' in out
+  assert 'ends early' in out
+  name = builder.builder_config.name
+  splits = builder_util.load_splits('realeyes', data_dir, name)
+  assert 's0001_v00' not in [v for d in splits.values() for v in d.video_ids]
+  # A rerun reuses the dataset and still reports what it lacks.
+  again = prepare.prepare('realeyes', data_dir, str(root), detector='none',
+                          landmarks='none', image_size=32, skip_broken=True)
+  out = capsys.readouterr().out
+  assert out.startswith('Reusing ') and 'train/s0001_v00: left out' in out
+  assert core.skipped_videos(again)[0]['video_id'] == 's0001_v00'
+
+
+def _labels_with_rows(root, vid, num_rows):
+  """labels/<vid>.csv with `num_rows` rows (the written ones, repeated)."""
+  path = root / 'labels' / f'{vid}.csv'
+  header, *rows = path.read_text().splitlines()
+  body = [f'{i},' + rows[i % len(rows)].split(',', 1)[1]
+          for i in range(num_rows)]
+  path.write_text('\n'.join([header] + body) + '\n')
+
+
+def test_labels_far_past_the_video_are_an_error(manual_dir, tmp_path,
+                                                caplog):
+  root = shutil.copytree(manual_dir, tmp_path / 'copy')
+  _labels_with_rows(root, 's0002_v00', FRAMES + 30)  # The slack: a warning.
+  with caplog.at_level('WARNING'):
+    builder = _build_error(str(root), tmp_path / 'a')
+  assert (f'{FRAMES} decoded frames, ' in caplog.text and
+          f's0002_v00.csv covers {FRAMES + 30} frames' in caplog.text)
+  assert sum(builder.info.splits[s].num_examples
+             for s in builder.info.splits) == (NUM_SUBJECTS + 1) * FRAMES
+  _labels_with_rows(root, 's0002_v00', FRAMES + 31)
+  with pytest.raises(AffectJaxError, match=(
+      r'the labels run 31 frames past the end of the video: .*s0002_v00.csv '
+      rf'covers {FRAMES + 31} frames but .*s0002_v00.mp4 decodes {FRAMES} '
+      r'frames.*--skip_broken')):
+    _build_error(str(root), tmp_path / 'b')
+  builder = _build_error(str(root), tmp_path / 'c', skip_broken=True)
+  assert [b['video_id'] for b in core.skipped_videos(builder)] == [
+      's0002_v00']
+  # A video far longer than its labels (missing_labels='skip' drops the
+  # frames without a row; far too many is the same error).
+  _labels_with_rows(root, 's0002_v00', FRAMES - 15)
+  builder = _build_error(str(root), tmp_path / 'd', missing_labels='skip',
+                         max_mismatch_frames=15)
+  assert core.skipped_videos(builder) == []
+  with pytest.raises(AffectJaxError, match=(
+      rf's0002_v00.mp4 decodes {FRAMES} frames but .*s0002_v00.csv covers '
+      rf'only {FRAMES - 15} frames \(15 fewer\)')):
+    _build_error(str(root), tmp_path / 'e', missing_labels='skip',
+                 max_mismatch_frames=14)
 
 
 def test_wrong_label_header_names_file_and_line(manual_dir, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from affect_jax import features as F
 from affect_jax import input_pipeline
 from affect_jax.errors import AffectJaxError
+from tfds_builders import core
 from tfds_builders.core import annotations
 from tfds_builders.core import video as video_lib
 from tfds_builders.recola import recola
@@ -338,3 +339,30 @@ def test_variable_frame_rate_video_is_labelled_by_its_timestamps(tmp_path):
   expected = [gold[0], gold[1], gold[3], (gold[7] + gold[8]) / 2, gold[10]]
   np.testing.assert_allclose([r[F.RECORD_VALENCE] for r in records],
                              expected, atol=1e-6)
+
+
+def test_labels_far_past_the_video_are_an_error(copy_dir, tmp_path):
+  # dev_1: 10 frames at 25 fps (0.00 .. 0.36 s); ROWS = 11 is the normal one
+  # row at the video's end.
+  root = shutil.copytree(copy_dir, tmp_path / 'copy')
+
+  def rows(n):
+    for dim in ('arousal', 'valence'):
+      values = np.resize(_gold('dev_1', dim), n)
+      _write_arff(str(root / 'ratings_gold_standard' / dim / 'dev_1.arff'),
+                  'dev_1', values)
+  rows(ROWS + 30)
+  builder = _build(root, tmp_path / 'a')
+  assert builder.info.splits['validation'].num_examples == 10
+  rows(ROWS + 31)  # The video cut short under full labels.
+  with pytest.raises(AffectJaxError, match=(
+      r'labels run 31 frames past the end of the video: .*dev_1.arff covers '
+      r'41 frames \(rows of 40 ms\) but .*dev_1.mp4 decodes 10 frames')):
+    _build(root, tmp_path / 'b')
+  # dev_1 is the only validation video: an empty split is an error too.
+  with pytest.raises(AffectJaxError, match=(
+      r"skip_broken left out every video of split 'validation', so it would "
+      r'be empty: validation/dev_1: left out: the labels run 31 frames')):
+    _build(root, tmp_path / 'c', skip_broken=True)
+  assert not any('dataset_info' in f for _, _, fs in os.walk(tmp_path / 'c')
+                 for f in fs)

@@ -25,9 +25,10 @@ Splits:
   are usually not distributed).
 
 Labels are matched to decoded frames by index: frame i takes line i of both
-files; frames past the end of either file are dropped (DATA_FORMATS.md), and
-a count mismatch above `max_mismatch_fraction` (5%) of the frames or
-`max_mismatch_frames` (30) is logged as a warning.
+files; frames past the end of either file are dropped (DATA_FORMATS.md). A
+count difference up to `max_mismatch_frames` (30) is logged as a warning;
+more is an error naming both files (`core.check_label_count`), or with
+skip_broken the video is left out.
 
 Shipped geometry: `<frame>.pts` names the 0-based frame index (leading zeros
 allowed). Videos with a box folder are cropped around the shipped box of
@@ -57,16 +58,12 @@ _BOX_DIRS = ('bboxes', 'bboxs')
 
 @dataclasses.dataclass(eq=False)
 class AffWildConfig(core.VideoFrameConfig):
-  """Face-crop settings plus the validation split and mismatch warning.
+  """Face-crop settings plus the validation split.
 
   Attributes:
     validation_fraction: of the train videos held out as 'validation'.
-    max_mismatch_fraction, max_mismatch_frames: a difference between label
-      lines and decoded frames above either is logged as a warning.
   """
   validation_fraction: float = 0.1
-  max_mismatch_fraction: float = 0.05
-  max_mismatch_frames: int = 30
 
 
 def read_values(path: str) -> np.ndarray:
@@ -176,14 +173,13 @@ class _Labels:
     self.video_path, self.paths = video_path, paths
     self.valence, self.arousal = valence, arousal
     self.boxes, self.landmarks = boxes, landmarks
-    self.max_fraction = config.max_mismatch_fraction
     self.max_frames = config.max_mismatch_frames
     self.num_labels = min(len(valence), len(arousal))
 
   def __call__(self, index: int, time: float) -> core.FrameLabels | None:
     del time  # Aff-Wild labels are per frame index.
     if index >= self.num_labels:
-      return None  # Dropped; core logs the count, done() warns if large.
+      return None  # Dropped; core logs the count, done() checks it.
     box = landmarks = None
     if index in self.boxes:
       corners = read_pts(self.boxes[index], 4)
@@ -196,12 +192,8 @@ class _Labels:
                             box=box, landmarks=landmarks)
 
   def done(self, num_frames: int) -> None:
-    diff = abs(self.num_labels - num_frames)
-    if diff > self.max_frames or diff > self.max_fraction * num_frames:
-      logging.warning('%s: %d label lines (%s) but %d decoded frames; check '
-                      'that the annotation belongs to this video.',
-                      self.video_path, self.num_labels, self.paths[0],
-                      num_frames)
+    core.check_label_count(self.video_path, self.paths[0], num_frames,
+                           self.num_labels, self.max_frames, 'lines')
 
 
 class AffWild(core.VideoFrameBuilder):

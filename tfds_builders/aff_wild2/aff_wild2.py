@@ -41,10 +41,13 @@ Frames (config `frames`):
 With cropped_aligned, annotation row i (0-based) is image `{i + 1:05d}.jpg`
 (any zero padding is accepted); a missing image is a frame stored black with
 has_face=False (never dropped); images past the last row are ignored. The
-images are face crops already (no detection) at a nominal 30 fps. With a raw
-video, decoded frame i takes row i; frames past the last row are dropped and
-a row/frame count mismatch above `max_mismatch_fraction` (5%) or
-`max_mismatch_frames` (30) is logged as a warning.
+images are face crops already (no detection) at a nominal 30 fps; a last
+image number more than `max_mismatch_frames` (30) away from the row count is
+logged as a warning (the aligner leaves out frames without a face, often at
+the ends). With a raw video, decoded frame i takes row i; frames past the
+last row are dropped; a row/frame count difference up to
+`max_mismatch_frames` is a warning, more is an error naming both files
+(`core.check_label_count`), or with skip_broken the video is left out.
 
 Two people in one video: the annotations `<video>_left.txt` and
 `<video>_right.txt` belong to the folders cropped_aligned/<video>_left/ and
@@ -93,21 +96,16 @@ _IMAGE = re.compile(r'(\d+)\.jpe?g', re.IGNORECASE)
 
 @dataclasses.dataclass(eq=False)
 class AffWild2Config(core.VideoFrameConfig):
-  """Face-crop settings plus the label set, frame source and mismatch warning.
+  """Face-crop settings plus the label set and frame source.
 
   Attributes:
     labels: 'va' (VA_Estimation_Challenge) or 'expr'
       (EXPR_Recognition_Challenge).
     frames: 'auto' (cropped_aligned/<id>/ where it exists, else the raw
       video), 'cropped_aligned' or 'videos' (see module doc).
-    max_mismatch_fraction, max_mismatch_frames: a difference between an
-      annotation's rows and the video's frames (or the last cropped image's
-      number) above either is logged as a warning.
   """
   labels: str = 'va'
   frames: str = 'auto'
-  max_mismatch_fraction: float = 0.05
-  max_mismatch_frames: int = 30
 
 
 def _read_rows(path: str, headers: tuple[tuple[str, ...], ...]
@@ -240,7 +238,7 @@ class RowLabels:
   def __call__(self, index: int, time: float) -> core.FrameLabels | None:
     del time  # Aff-Wild2 labels are per frame index.
     if index >= self.num_rows:
-      return None  # Past the last row: dropped (RowCheck warns if many).
+      return None  # Past the last row: dropped (RowCheck checks the count).
     if self.valence_arousal is not None:
       valence, arousal = self.valence_arousal[index]
       return core.FrameLabels(valence=float(valence), arousal=float(arousal))
@@ -253,27 +251,17 @@ class RowLabels:
     return core.FrameLabels(emotions=emotions)
 
 
-def _mismatched(a: int, b: int, fraction: float, frames: int) -> bool:
-  diff = abs(a - b)
-  return diff > frames or diff > fraction * max(a, b)
-
-
 @dataclasses.dataclass(frozen=True)
 class RowCheck:
-  """Warns when a raw video's frame count is far from its annotation's rows."""
+  """A raw video's frame count against its annotation's rows (core)."""
   video_path: str
   annotation_path: str
   num_rows: int
-  max_fraction: float
   max_frames: int
 
   def __call__(self, num_frames: int) -> None:
-    if _mismatched(num_frames, self.num_rows, self.max_fraction,
-                   self.max_frames):
-      logging.warning('%s: %d annotation rows (%s) but %d decoded frames; '
-                      'check that the annotation belongs to this video.',
-                      self.video_path, self.num_rows, self.annotation_path,
-                      num_frames)
+    core.check_label_count(self.video_path, self.annotation_path, num_frames,
+                           self.num_rows, self.max_frames, 'rows')
 
 
 def split_side(video_id: str) -> tuple[str, str | None]:
@@ -292,7 +280,7 @@ def frame_images(folder: str, num_rows: int, annotation: str,
     folder: the folder of `<n>.jpg` files, n = 1-based frame number.
     num_rows: rows of the annotation.
     annotation: the annotation file (for messages).
-    config: for the mismatch warning.
+    config: for the mismatch warning (`max_mismatch_frames`).
 
   Returns:
     [num_rows] path of image `row + 1`, or None where it is missing.
@@ -324,8 +312,7 @@ def frame_images(folder: str, num_rows: int, annotation: str,
         f'{num_rows} rows of {annotation}; re-extract it or build with '
         "frames='videos'.")
   last = max(numbered)
-  if _mismatched(last, num_rows, config.max_mismatch_fraction,
-                 config.max_mismatch_frames):
+  if abs(last - num_rows) > config.max_mismatch_frames:
     logging.warning('%s: last image is frame %d but %s has %d rows; check '
                     'that the annotation belongs to this folder.', folder,
                     last, annotation, num_rows)
@@ -398,13 +385,10 @@ class AffWild2(core.VideoFrameBuilder):
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
     c = self.builder_config
-    if (c.labels not in _CHALLENGES or c.frames not in _FRAMES or
-        c.max_mismatch_fraction < 0 or c.max_mismatch_frames < 0):
+    if c.labels not in _CHALLENGES or c.frames not in _FRAMES:
       raise AffectJaxError(
           f'aff_wild2 config {c.name!r}: labels={c.labels!r} (one of '
-          f'{tuple(_CHALLENGES)}), frames={c.frames!r} (one of {_FRAMES}), '
-          f'max_mismatch_fraction={c.max_mismatch_fraction} and '
-          f'max_mismatch_frames={c.max_mismatch_frames} (>= 0).')
+          f'{tuple(_CHALLENGES)}) or frames={c.frames!r} (one of {_FRAMES}).')
 
   @property
   def EMOTION_NAMES(self) -> tuple[str, ...]:  # pylint: disable=invalid-name
@@ -492,8 +476,8 @@ class AffWild2(core.VideoFrameBuilder):
           'DATA_FORMATS.md) or remove the annotation.')
     return core.VideoSpec(
         vid, base, path, labels,
-        RowCheck(path, annotation, labels.num_rows, c.max_mismatch_fraction,
-                 c.max_mismatch_frames), pick=pick)
+        RowCheck(path, annotation, labels.num_rows, c.max_mismatch_frames),
+        pick=pick)
 
   def _videos(self, manual_dir: str) -> dict[str, list[core.VideoSpec]]:
     challenge = self._annotation_dir(manual_dir)

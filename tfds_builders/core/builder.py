@@ -123,8 +123,9 @@ class VideoSpec:
     subject_id: the person (splits never share one).
     path: the video file; for an image sequence its folder (for messages).
     labels: label lookup per decoded frame.
-    done: optional check called with the number of decoded frames (e.g. to
-      warn that the label file is longer than the video).
+    done: optional check called with the number of decoded frames after
+      the last one, e.g. `check_label_count` (raise to reject the video:
+      the build stops, or with skip_broken the video is left out).
     detector: overrides the config's face detector for this video (e.g.
       'none' where the dataset ships a box for every frame).
     pick: which face when a frame shows several (face.PICKS): 'largest', or
@@ -166,10 +167,18 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
     max_gap: frames after a detection for which a missed face reuses the
       last box for the crop (has_face stays False).
     jpeg_quality: of the stored crops.
-    skip_broken: False (default): a video that cannot be opened is an error,
-      raised before any video is decoded. True: such videos are left out
-      with a warning, and a video whose stream breaks while decoding keeps
-      the frames decoded before the break.
+    skip_broken: False (default): a video that cannot be opened, breaks
+      while decoding, ends early (`video.check_complete`) or does not fit
+      its labels (`check_label_count`) stops the build with an error naming
+      it (one that cannot be opened is found before any video is decoded).
+      True: such a video is left out with a warning (its records are spooled
+      and only written once it passed), and an image sequence with an
+      unreadable image keeps the images before it ("cut short"). Each is
+      listed at the end of `affect_jax.prepare` and in the dataset's
+      metadata (`skipped_videos`).
+    max_mismatch_frames: labels matched to frames by index or time may
+      cover up to this many frames more or fewer than the decoded video
+      (a warning); a larger difference is an error (`check_label_count`).
     num_workers: 0 or 1 decodes in the building process, streaming frame by
       frame. N > 1 decodes N videos at a time in worker processes, which
       spool their records to temporary files in chunks (memory stays a
@@ -186,6 +195,9 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
   jpeg_quality: int = 90
   skip_broken: bool = False
   num_workers: int = 0
+  # ~1 s at 30 fps: counts that differ by a few frames are normal (decoders
+  # and annotation tools disagree on the last frames), a second is not.
+  max_mismatch_frames: int = 30
 
 
 class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
@@ -202,12 +214,13 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     super().__init__(file_format=file_format, **kwargs)
     c = self.builder_config
     if (c.image_size < 16 or not 0 <= c.margin <= 2 or c.max_gap < 0 or
-        c.num_workers < 0 or c.detect_every < 1):
+        c.num_workers < 0 or c.detect_every < 1 or c.max_mismatch_frames < 0):
       raise AffectJaxError(
           f'{self.name} config {c.name!r}: image_size={c.image_size} (>= 16), '
           f'margin={c.margin} (0..2), max_gap={c.max_gap} (>= 0), '
-          f'num_workers={c.num_workers} (>= 0) or detect_every='
-          f'{c.detect_every} (>= 1) out of range.')
+          f'num_workers={c.num_workers} (>= 0), detect_every='
+          f'{c.detect_every} (>= 1) or max_mismatch_frames='
+          f'{c.max_mismatch_frames} (>= 0) out of range.')
     if c.detector not in face.DETECTORS:
       raise AffectJaxError(f'{self.name} config {c.name!r}: unknown detector '
                            f'{c.detector!r}; use one of {face.DETECTORS}.')
@@ -215,9 +228,9 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
       raise AffectJaxError(f'{self.name} config {c.name!r}: unknown landmarks '
                            f'{c.landmarks!r}; use one of {face.LANDMARKERS}.')
     default_to_array_record(self, file_format)
-    # With skip_broken: one line per video left out or cut short, for the
-    # summary at the end of the build (affect_jax.prepare prints it).
-    self.broken_videos: list[str] = []
+    # With skip_broken: one entry per video left out or cut short
+    # (`broken_entry`), stored in the metadata at the end of the build.
+    self.broken_videos: list[dict[str, str]] = []
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
@@ -235,8 +248,16 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
             landmarks=c.landmarks,
             margin=float(c.margin),
             fps=self.FPS,
+            # Filled at the end of the build (skipped_videos).
+            broken_videos=[],
         ),
     )
+
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    self.broken_videos = []
+    super()._download_and_prepare(dl_manager, download_config)
+    # TFDS writes the metadata after this returns.
+    self.info.metadata['broken_videos'] = list(self.broken_videos)
 
   # Abstract: TFDS registers only concrete builders.
   @abc.abstractmethod
@@ -263,11 +284,11 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
       if len(set(ids)) != len(ids):
         raise AffectJaxError(f'{self.name}: split {split!r} lists a video id '
                              f'twice; make the ids in {manual_dir} unique.')
-      splits[split] = [v for v in videos if self._openable(v)]
-    return {split: self._generate_examples(videos)
+      splits[split] = [v for v in videos if self._openable(v, split)]
+    return {split: self._generate_examples(videos, split)
             for split, videos in splits.items() if videos}
 
-  def _openable(self, spec: VideoSpec) -> bool:
+  def _openable(self, spec: VideoSpec, split: str) -> bool:
     """Probes a video before decoding anything (see `skip_broken`)."""
     try:
       if spec.images is not None:
@@ -276,15 +297,18 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
         video_lib.probe(spec.path)
     except AffectJaxError as e:
       if not self.builder_config.skip_broken:
-        raise AffectJaxError(f'{e} (Or build with skip_broken=True to leave '
+        if 'skip_broken' in str(e):
+          raise
+        raise AffectJaxError(f'{e} (Or build with --skip_broken to leave '
                              'broken videos out.)') from e
-      logging.warning('Skipping video %s: %s', spec.video_id, e)
-      self.broken_videos.append(f'{spec.video_id}: left out: {e}')
+      self.broken_videos.append(
+          dict(broken_entry(spec, 'left out', str(e)), split=split))
       return False
     return True
 
   def _generate_examples(
-      self, videos: list[VideoSpec]) -> Iterator[tuple[int, dict]]:
+      self, videos: list[VideoSpec], split: str = ''
+  ) -> Iterator[tuple[int, dict]]:
     """Yields (record_key, record) for each kept frame of each video."""
     c = self.builder_config
     jobs = [(spec, ordinal,
@@ -292,20 +316,179 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
              else c, len(self.EMOTION_NAMES))
             for ordinal, spec in enumerate(sorted(videos,
                                                   key=lambda v: v.video_id))]
-    if c.num_workers <= 1 or len(jobs) < 2:
+    parallel = c.num_workers > 1 and len(jobs) > 1
+    if not (parallel or c.skip_broken):
+      # Streamed: an error stops the build, nothing needs taking back.
       for job in jobs:
-        yield from video_records(*job, broken=self.broken_videos)
+        yield from video_records(*job)
       return
-    # 'spawn': PyAV and OpenCV start threads, which fork does not copy
-    # safely. imap keeps the video order (records must stay sorted).
-    ctx = multiprocessing.get_context('spawn')
     with tempfile.TemporaryDirectory(prefix=f'{self.name}_') as spool:
-      with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
-        for path, broken in pool.imap(
-            _spool_video_records,
-            [(batch, spool) for batch in _batches(jobs)]):
-          self.broken_videos.extend(broken)
-          yield from _read_spool(path)
+      tasks = [(batch, spool) for batch in _batches(jobs)]
+      if parallel:
+        # 'spawn': PyAV and OpenCV start threads, which fork does not copy
+        # safely. imap keeps the video order (records must stay sorted).
+        ctx = multiprocessing.get_context('spawn')
+        with ctx.Pool(min(c.num_workers, len(jobs))) as pool:
+          yield from self._read_spools(pool.imap(_spool_video_records, tasks),
+                                       split)
+      else:
+        yield from self._read_spools(map(_spool_video_records, tasks), split)
+
+  def _read_spools(self, results, split: str) -> Iterator[tuple[int, dict]]:
+    written = 0
+    for path, broken in results:
+      self.broken_videos.extend(dict(b, split=split) for b in broken)
+      for record in _read_spool(path):
+        written += 1
+        yield record
+    if not written:  # TFDS cannot write an empty split: say why instead.
+      left = [format_broken(b) for b in self.broken_videos
+              if b['split'] == split]
+      raise AffectJaxError(
+          f'{self.name}: skip_broken left out every video of split '
+          f'{split!r}, so it would be empty: ' + '; '.join(left) +
+          '. Fix or re-download these videos.')
+
+
+def broken_entry(spec: VideoSpec, status: str, reason: str) -> dict[str, str]:
+  """One video left out or cut short under skip_broken, with a warning.
+
+  Args:
+    spec: the video.
+    status: 'left out' (no record of it is written) or 'cut short' (the
+      frames before the failure are kept).
+    reason: the error message.
+  """
+  logging.warning('skip_broken: %s %s: %s', status, spec.video_id, reason)
+  return {'video_id': spec.video_id, 'path': spec.path, 'status': status,
+          'reason': reason}
+
+
+def format_broken(entry: dict[str, str]) -> str:
+  """'split/video_id: left out: reason', one line of prepare's summary."""
+  split = entry.get('split')
+  where = f'{split}/' if split else ''
+  return f'{where}{entry["video_id"]}: {entry["status"]}: {entry["reason"]}'
+
+
+def skipped_videos(builder: tfds.core.DatasetBuilder) -> list[dict[str, str]]:
+  """The videos a prepared dataset lacks, from its metadata.
+
+  Every video that skip_broken left out or cut short, as dicts with keys
+  'split', 'video_id', 'path', 'status' ('left out' or 'cut short') and
+  'reason'; [] for a dataset built without skip_broken or with nothing
+  broken (and for datasets built before this list existed).
+  """
+  return list((builder.info.metadata or {}).get('broken_videos') or [])
+
+
+# TFDS builds into `<parent>/incomplete.<random>_<version>/` and renames it
+# to `<version>/` on success (tensorflow_datasets.core.constants).
+_INCOMPLETE_PREFIX = 'incomplete.'
+
+
+def check_prepared(builder: tfds.core.DatasetBuilder) -> None:
+  """Raises unless `builder.data_dir` holds a complete prepared dataset.
+
+  A failed build leaves nothing that TFDS would take for a dataset (it
+  writes into an `incomplete.*` folder, removed on error, and renames it
+  when done); a build killed outright or an interrupted copy of a prepared
+  folder can leave one. This checks that the folder is not such a leftover
+  and that every shard of every split in its `dataset_info.json` exists and
+  holds the records the info lists (array_record: read from each file's
+  footer, no decoding). The `index-<split>.npz` caches next to the records
+  are checked against the record count when read, so they cannot make a
+  half-built folder look prepared.
+
+  Raises:
+    AffectJaxError: naming the folder, what is missing and the fix.
+  """
+  data_dir = str(builder.data_dir)
+  fix = ('it was left by an interrupted build or copy: delete the folder and '
+         'run python -m affect_jax.prepare again')
+  if os.path.basename(data_dir.rstrip('/')).startswith(_INCOMPLETE_PREFIX):
+    raise AffectJaxError(f'{data_dir} is an unfinished build, not a '
+                         f'prepared dataset; {fix}.')
+  if not os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
+    raise AffectJaxError(f'{data_dir} holds no dataset_info.json: not a '
+                         f'prepared dataset; {fix}.')
+  array_record = (builder.info.file_format ==
+                  tfds.core.FileFormat.ARRAY_RECORD)
+  for split, info in builder.info.splits.items():
+    for path, expected in zip(info.filepaths, info.shard_lengths):
+      path = str(path)
+      if not os.path.exists(path):
+        raise AffectJaxError(f'{data_dir} is half-built: split {split!r} '
+                             f'lacks {os.path.basename(path)}; {fix}.')
+      if not array_record:
+        continue
+      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+      try:
+        reader = array_record_module.ArrayRecordReader(path)
+        count = reader.num_records()
+        reader.close()
+      except (OSError, RuntimeError, ValueError) as e:
+        raise AffectJaxError(f'{data_dir} is half-built: {path} does not '
+                             f'read ({e}); {fix}.') from e
+      if count != expected:
+        raise AffectJaxError(f'{data_dir} is half-built: {path} holds '
+                             f'{count} records, its dataset_info.json says '
+                             f'{expected}; {fix}.')
+
+
+def leftover_builds(builder: tfds.core.DatasetBuilder) -> list[str]:
+  """Folders of interrupted builds of `builder`'s version (never read)."""
+  parent = os.path.dirname(str(builder.data_dir).rstrip('/'))
+  version = str(builder.version)
+  if not os.path.isdir(parent):
+    return []
+  return sorted(os.path.join(parent, d) for d in os.listdir(parent)
+                if d.startswith(_INCOMPLETE_PREFIX) and
+                d.endswith(f'_{version}'))
+
+
+def check_label_count(video_path: str, label_path: str, num_frames: int,
+                      num_labels: int, max_mismatch_frames: int,
+                      unit: str = 'frames') -> None:
+  """Checks that labels matched to frames cover the decoded video.
+
+  Up to `max_mismatch_frames` more or fewer labels than frames is normal
+  (a warning naming both counts); more is an error: a truncated video
+  (labels run past its end), or labels of another or truncated video.
+
+  Args:
+    video_path, label_path: for the messages.
+    num_frames: frames decoded.
+    num_labels: frames the labels cover (rows, or the last labelled frame
+      index + 1, or the labels' duration in frames).
+    max_mismatch_frames: the slack (config `max_mismatch_frames`).
+    unit: what a label is, for the messages ('rows', 'lines', 'frames').
+
+  Raises:
+    AffectJaxError: naming both files, both counts and the fix.
+  """
+  diff = num_labels - num_frames
+  if diff == 0:
+    return
+  if abs(diff) <= max_mismatch_frames:
+    logging.warning('%s: %d decoded frames, %s covers %d %s (within the '
+                    '%d-frame slack).', video_path, num_frames, label_path,
+                    num_labels, unit, max_mismatch_frames)
+    return
+  if diff > 0:
+    what = (f'the labels run {diff} frames past the end of the video: '
+            f'{label_path} covers {num_labels} {unit} but {video_path} '
+            f'decodes {num_frames} frames. The video is truncated or the '
+            'labels belong to another video: re-download or re-copy the '
+            'video')
+  else:
+    what = (f'{video_path} decodes {num_frames} frames but {label_path} '
+            f'covers only {num_labels} {unit} ({-diff} fewer). The label '
+            'file is truncated or belongs to another video: re-copy it')
+  raise AffectJaxError(
+      f'{what}, or build with --skip_broken (skip_broken=True) to leave the '
+      f'video out (up to max_mismatch_frames={max_mismatch_frames} frames of '
+      'difference are accepted).')
 
 
 # Records per pickled chunk of a worker's spool file (~2.5 MB at 170 pixels).
@@ -337,11 +520,15 @@ def _batches(jobs: list) -> Iterator[list]:
     yield batch
 
 
-def _spool_video_records(batch_and_dir) -> tuple[str, list[str]]:
-  """Worker: writes some videos' records to a spool file.
+def _spool_video_records(batch_and_dir) -> tuple[str, list[dict[str, str]]]:
+  """Writes some videos' records to a spool file (in a worker or in process).
+
+  With skip_broken, a video that fails (`video_records` raises) is taken
+  back out of the file: no record of it is written.
 
   Returns:
-    The file's path, and the notes on videos cut short (`broken_videos`).
+    The file's path, and the `broken_entry`s of videos left out or cut
+    short.
   """
   batch, spool = batch_and_dir
   broken = []
@@ -349,11 +536,21 @@ def _spool_video_records(batch_and_dir) -> tuple[str, list[str]]:
   with os.fdopen(fd, 'wb') as f:
     chunk = []
     for job in batch:
-      for record in video_records(*job, broken=broken):
-        chunk.append(record)
-        if len(chunk) == _SPOOL_CHUNK:
-          pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
-          chunk = []
+      # Where this video starts: restored if it fails.
+      prefix, offset = list(chunk), f.tell()
+      try:
+        for record in video_records(*job, broken=broken):
+          chunk.append(record)
+          if len(chunk) == _SPOOL_CHUNK:
+            pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
+            chunk = []
+      except AffectJaxError as e:
+        if not job[2].skip_broken:
+          raise
+        f.seek(offset)
+        f.truncate()
+        chunk = prefix
+        broken.append(broken_entry(job[0], 'left out', str(e)))
     pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
   return path, broken
 
@@ -373,12 +570,15 @@ def _read_spool(path: str) -> Iterator[tuple[int, dict]]:
 
 
 def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
-                  num_emotions: int, broken: list[str] | None = None
+                  num_emotions: int, broken: list[dict] | None = None
                   ) -> Iterator[tuple[int, dict]]:
   """Decodes one video into keyed per-frame records (see VideoFrameBuilder).
 
-  With `config.skip_broken`, a video whose decoding fails keeps the frames
-  before the failure, and a note on it is appended to `broken`.
+  Raises (after yielding the frames before the problem) when the video is
+  corrupt, ends early or does not fit its labels (`spec.done`); the caller
+  stops the build or, with skip_broken, takes the video back out. With
+  `config.skip_broken`, an image sequence with an unreadable image keeps
+  the images before it, and a `broken_entry` is appended to `broken`.
   """
   tracker = face.FaceTracker(
       None if spec.aligned else face.make_detector(config.detector),
@@ -392,9 +592,8 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
     frames = video_lib.iter_images(spec.images, spec.fps)
   else:
     frames = video_lib.iter_frames(spec.path)
-  if config.skip_broken:
-    frames = _until_broken(frames, spec.video_id,
-                           [] if broken is None else broken)
+  if config.skip_broken and spec.images is not None:
+    frames = _until_broken(frames, spec, [] if broken is None else broken)
   for frame in frames:
     num_frames += 1
     labels = spec.labels(frame.index, frame.time)
@@ -442,15 +641,14 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
                     spec.path, kept, num_frames)
 
 
-def _until_broken(frames: Iterator[video_lib.Frame], video_id: str,
-                  broken: list[str]) -> Iterator[video_lib.Frame]:
-  """The frames decoded before a decoding error, with a warning (skip_broken)."""
+def _until_broken(frames: Iterator[video_lib.Frame], spec: VideoSpec,
+                  broken: list[dict]) -> Iterator[video_lib.Frame]:
+  """The images read before an unreadable one, with a note (skip_broken)."""
   n = 0
   try:
     for frame in frames:
       n += 1
       yield frame
   except AffectJaxError as e:
-    logging.warning('Keeping the frames before the decoding error: %s', e)
-    broken.append(f'{video_id}: cut short, kept the {n} frames decoded '
-                  f'before an error: {e}')
+    broken.append(broken_entry(
+        spec, 'cut short', f'kept the {n} frames before an error: {e}'))

@@ -241,6 +241,20 @@ class Crop:
     (x0, y0), (x1, y1) = self.to_crop([[box[1], box[0]], [box[3], box[2]]])
     return np.clip([y0, x0, y1, x1], 0, 1).astype(np.float32)
 
+  def to_frame(self, points: np.ndarray) -> np.ndarray:
+    """Crop-normalised (x, y) [..., 2] -> frame pixels: `to_crop`'s inverse.
+
+    Records store crop coordinates only; a caller that holds the crop (the
+    prediction command, which crops the video itself) maps boxes and
+    landmarks back to source pixels with this.
+    """
+    return np.asarray(points, np.float64) * self.side + self.origin
+
+  def box_to_frame(self, box: np.ndarray) -> np.ndarray:
+    """[0, 1] crop (ymin, xmin, ymax, xmax) -> frame pixels, float64 [4]."""
+    (x0, y0), (x1, y1) = self.to_frame([[box[1], box[0]], [box[3], box[2]]])
+    return np.array([y0, x0, y1, x1])
+
 
 def crop_face(image: np.ndarray, box: np.ndarray | None, size: int,
               margin: float) -> Crop:

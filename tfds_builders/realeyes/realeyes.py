@@ -20,6 +20,9 @@ file order) and the first `round(validation_fraction * n)` go to
 RealEyes protocol is 80/20 train/validation), the rest to 'train'. Each
 non-zero fraction gets at least one subject. Labels are matched to decoded
 frames by frame index; valence and arousal are NaN (the layout has none).
+Rows running more than `max_mismatch_frames` (30) past the video's last
+frame mean a truncated video: an error (`core.check_label_count`), or with
+skip_broken the video is left out.
 
 With annotator folders, a video's labels fuse the files of the annotators
 who have one for it (the others did not label that video), by the config's
@@ -212,8 +215,9 @@ class _Labels:
   """
 
   def __init__(self, paths: list[str], labels: dict[int, np.ndarray],
-               skip: bool):
+               skip: bool, video_path: str, max_mismatch_frames: int):
     self.labels, self.skip = labels, skip
+    self.video_path, self.max_mismatch_frames = video_path, max_mismatch_frames
     # For messages: the file, or the first of the annotators' files.
     self.path = paths[0] + (f" (and {len(paths) - 1} other annotators' "
                             'files)' if len(paths) > 1 else '')
@@ -232,10 +236,9 @@ class _Labels:
     return core.FrameLabels(emotions=emotions)
 
   def done(self, num_frames: int) -> None:
-    extra = sum(f >= num_frames for f in self.labels)
-    if extra:
-      logging.warning('%s has %d rows past the video\'s last frame %d.',
-                      self.path, extra, num_frames - 1)
+    core.check_label_count(self.video_path, self.path, num_frames,
+                           max(self.labels, default=-1) + 1,
+                           self.max_mismatch_frames)
 
 
 class RealEyes(core.VideoFrameBuilder):
@@ -299,7 +302,8 @@ class RealEyes(core.VideoFrameBuilder):
       else:
         paths = [os.path.join(label_dir, f'{vid}.csv')]
         frames = read_labels(paths[0])
-      labels = _Labels(paths, frames, c.missing_labels == 'skip')
+      labels = _Labels(paths, frames, c.missing_labels == 'skip', path,
+                       c.max_mismatch_frames)
       specs[vid] = core.VideoSpec(vid, subject, path, labels, labels.done)
     split = split_subjects(list(subjects.values()), c.validation_fraction,
                            c.test_fraction)

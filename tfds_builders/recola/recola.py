@@ -20,7 +20,10 @@ Labels are matched to decoded frames by time: each frame takes the row whose
 frameTime is nearest to its presentation time, and the mean of the two rows
 when it lies half-way between them (kollias2019). A video that runs past its
 last label row by more than `max_unlabelled_s` means a truncated label file
-and raises an error naming the file.
+and raises an error naming the file. Labels that run past the video's last
+frame (beyond the one row at its end) by more than `max_mismatch_frames`
+(30) rows mean a truncated video: an error (`core.check_label_count`), or
+with skip_broken the video is left out; fewer is a warning.
 
 Labels come from the gold standard (config `labels='gold_standard'`, AVEC's
 own fusion of the six raters) or, with `labels='raters'` (config 'raters'),
@@ -247,7 +250,8 @@ class _Labels:
   """
 
   def __init__(self, arousal: LabelTrack, valence: LabelTrack,
-               video_path: str, max_unlabelled_s: float):
+               video_path: str, max_unlabelled_s: float,
+               max_mismatch_frames: int):
     if len(arousal.times) != len(valence.times):
       raise AffectJaxError(
           f'{arousal.path} has {len(arousal.times)} rows but {valence.path} '
@@ -255,10 +259,13 @@ class _Labels:
     self.arousal, self.valence = arousal, valence
     self.video_path = video_path
     self.max_unlabelled_s = max_unlabelled_s
+    self.max_mismatch_frames = max_mismatch_frames
     self.end = float(arousal.times[-1])
+    self.last_time = 0.0
 
   def __call__(self, index: int, time: float) -> core.FrameLabels | None:
     del index
+    self.last_time = max(self.last_time, time)
     if time > self.end + _STEP / 2:
       if time > self.end + self.max_unlabelled_s:
         raise AffectJaxError(
@@ -271,11 +278,14 @@ class _Labels:
                             arousal=match_by_time(self.arousal, time))
 
   def done(self, num_frames: int) -> None:
-    extra = self.end - (num_frames - 1) * _STEP
-    if num_frames and extra > 1.0:
-      logging.warning('%s: the labels run %.1fs past the last of the '
-                      '%d frames of %s.', self.arousal.path, extra,
-                      num_frames, self.video_path)
+    # Rows past the last frame, beyond the row at its end (7,501 rows for
+    # 7,500 frames is the release's normal); a row is a 25 fps frame.
+    times = self.arousal.times
+    extra = len(times) - int(np.searchsorted(
+        times, self.last_time + 1.25 * _STEP, side='right'))
+    core.check_label_count(self.video_path, self.arousal.path, num_frames,
+                           num_frames + extra, self.max_mismatch_frames,
+                           'frames (rows of 40 ms)')
 
 
 class Recola(core.VideoFrameBuilder):
@@ -343,7 +353,8 @@ class Recola(core.VideoFrameBuilder):
                              'remove the video.')
       arousal, valence = (self._track(p, rec) for p in paths)
       labels = _Labels(arousal, valence, os.path.join(video_dir, name),
-                       self.builder_config.max_unlabelled_s)
+                       self.builder_config.max_unlabelled_s,
+                       self.builder_config.max_mismatch_frames)
       out[_SPLITS[avec_split]].append(core.VideoSpec(
           rec, rec, os.path.join(video_dir, name), labels, labels.done))
     if not out['train']:
