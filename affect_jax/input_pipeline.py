@@ -122,13 +122,16 @@ def get_builder(dataset_cfg) -> Any:
     builder = None
     base = _prepared_dir(data_dir, name, builder_config)
     if os.path.isdir(base):
+      # An interrupted build's `incomplete.*` folder is never a dataset.
       versions = sorted(v for v in os.listdir(base)
-                        if os.path.exists(os.path.join(base, v,
-                                                       'dataset_info.json')))
+                        if not v.startswith('incomplete.') and
+                        os.path.exists(os.path.join(base, v,
+                                                    'dataset_info.json')))
       if versions:
         builder = tfds.builder_from_directory(os.path.join(base, versions[-1]))
     if builder is None:
       raise _not_prepared_error(name, data_dir, builder_config) from None
+    tfds_builders.core.check_prepared(builder)
     return builder
 
   if not _is_prepared(builder):
@@ -140,6 +143,8 @@ def get_builder(dataset_cfg) -> Any:
       builder.download_and_prepare()
     else:
       raise _not_prepared_error(name, data_dir, builder_config)
+  # Refuses a half-written folder (missing or short shards) with the fix.
+  tfds_builders.core.check_prepared(builder)
   return builder
 
 
@@ -154,7 +159,7 @@ def _not_prepared_error(name: str, data_dir: str,
       f'No prepared {name!r} dataset found: looked for TFDS records under '
       f'{where} (data_dir={data_dir!r}, set with --config.dataset.data_dir or '
       f'$TFDS_DATA_DIR). {name!r} is a licensed dataset that you must supply: '
-      f'put your copy in the layout of DATA_FORMATS.md and prepare it with '
+      f'put your copy in the layout of docs/data_formats.md and prepare it with '
       f'`python -m affect_jax.prepare --dataset={name} --manual_dir=YOUR_COPY '
       f'--data_dir={data_dir}` (see README, "Real datasets"). To try the '
       f'system without it, run --config=configs/realeyes.py:synthetic.')
@@ -176,12 +181,25 @@ def load_split(dataset_cfg, split: str) -> SplitData:
         f'has {sorted(builder.info.splits)}); fix the split name in the '
         'config (several splits: "a+b").')
   parts = [indexed_split(builder, s) for s in split.split('+')]
+  _report_skipped(builder, split.split('+'))
   if len(parts) == 1:
     return parts[0]
   joined = _join(parts, builder.as_data_source(split),
                  f'{builder.info.full_name}/{split}')
   joined.metadata = parts[0].metadata
   return joined
+
+
+def _report_skipped(builder, splits: list[str]) -> None:
+  """Says which videos `prepare --skip_broken` left out of these splits."""
+  from tfds_builders import core  # pylint: disable=g-import-not-at-top
+  missing = [e for e in core.skipped_videos(builder)
+             if e.get('split') in splits]
+  if missing:
+    print(f'Note: {builder.info.full_name} was prepared with skip_broken; '
+          f'{len(missing)} video(s) of {"+".join(splits)} are missing or cut '
+          'short:\n  ' + '\n  '.join(core.format_broken(e) for e in missing),
+          flush=True)
 
 
 # Bump when SplitData or index_split changes: older cached indexes are redone.

@@ -6,7 +6,7 @@ training losses use them; `affect_jax.metrics` calls the same functions with
 `xp=numpy` on float64 host arrays for whole-split evaluation. So the CCC that is
 optimised and the CCC that is reported are the same formula.
 
-CCC, exactly (Lin 1989; DATA_FORMATS.md):
+CCC, exactly (Lin 1989; docs/data_formats.md):
 
   CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2)
 

@@ -1,6 +1,6 @@
 """Evaluation metrics over a whole split, host side (numpy, float64).
 
-As the field evaluates (DATA_FORMATS.md, "CCC, exactly"): predictions of all
+As the field evaluates (docs/data_formats.md, "CCC, exactly"): predictions of all
 windows are gathered, every (video, frame) is kept once, and CCC / Pearson /
 MSE are computed over the concatenation of all valid frames of the split with
 population (1/N) moments. AVEC 2018 used sample (1/(N-1)) moments: `ddof=1`.

@@ -44,19 +44,18 @@ def read_metrics_csv(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
           for k, v in series.items()}
 
 
-def learning_curves(csv_path: str, path: str, title: str = '') -> str | None:
-  """Train loss and the headline validation metrics against the step."""
+def learning_curves(csv_path: str, path: str, keys: Sequence[str],
+                    title: str = '') -> str | None:
+  """Train loss and the validation metrics `keys` against the step."""
   if not os.path.exists(csv_path):
     return None
   series = read_metrics_csv(csv_path)
-  val = [k for k in series if k.startswith('val/') and (
-      k.startswith('val/ccc_') and 'per_video' not in k or
-      k in ('val/auc_mean', 'val/f1_mean', 'val/accuracy'))]
+  val = [f'val/{k}' for k in keys if f'val/{k}' in series]
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
   if 'train/loss' in series:
     axes[0].plot(*series['train/loss'], color='tab:blue')
   axes[0].set(xlabel='step', ylabel='train loss', title='training loss')
-  for k in sorted(val):
+  for k in val:
     axes[1].plot(*series[k], marker='o', ms=3, label=k[4:])
   axes[1].set(xlabel='step', ylabel='validation', title='validation')
   if val:
@@ -127,7 +126,7 @@ def va_histogram(table, columns: Sequence[tuple[str, int]], path: str,
     return None
   v, a = names['valence'], names['arousal']
   bins = np.linspace(-1, 1, 41)
-  fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
   for ax, (label, data) in zip(axes, (('predictions', table.outputs),
                                       ('labels', table.targets))):
     ok = np.isfinite(data[:, v]) & np.isfinite(data[:, a])

@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('dataset', None, 'Builder name, e.g. synthetic_faces.')
 flags.DEFINE_string('manual_dir', None,
                     'Folder with your copy of the dataset in its owners\' '
-                    'layout (DATA_FORMATS.md); not needed for synthetic_faces.')
+                    'layout (docs/data_formats.md); not needed for synthetic_faces.')
 flags.DEFINE_string('data_dir', None,
                     'Where to write records (default $TFDS_DATA_DIR or '
                     '~/tensorflow_datasets).')
@@ -120,7 +120,7 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
     if not os.path.isdir(manual_dir):
       raise AffectJaxError(
           f'--manual_dir={manual_dir!r} is not a folder; point it at your '
-          f'copy of {name} in the layout of DATA_FORMATS.md.')
+          f'copy of {name} in the layout of docs/data_formats.md.')
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   from tfds_builders import core  # pylint: disable=g-import-not-at-top

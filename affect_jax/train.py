@@ -422,5 +422,5 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
   if jax.process_index() == 0:
     plots.learning_curves(os.path.join(workdir, 'metrics.csv'),
                           os.path.join(workdir, 'learning_curves.png'),
-                          title=f'{config.get("name", "")} {ctx.name}')
+                          task.summary_keys, title=f'{config.get("name", "")} {ctx.name}')
   return summary

@@ -265,3 +265,24 @@ def test_render_frame_is_deterministic_and_size_agnostic():
   np.testing.assert_allclose(lm, lm_big, atol=1e-5)
   with pytest.raises(AffectJaxError, match='frame_index'):
     faces.render_frame(subject, video, 5, 48)
+
+
+def test_realeyes_table4_rule_gives_the_papers_class_frequencies():
+  vs, as_ = [], []
+  for i in range(200):
+    video = faces.make_video(np.random.default_rng([7, 1, i, 0]), 100, 10.0)
+    vs.append(video.valence)
+    as_.append(video.arousal)
+  e = faces.emotions_from_va(np.concatenate(vs), np.concatenate(as_),
+                             'realeyes_table4')
+  freq = dict(zip(('neutral', 'happy', 'surprise', 'disgust', 'contempt',
+                   'confusion', 'empathy', 'other'), e.mean(0)))
+  # The frequencies the rule's docstring promises (tzirakis2019 Table 4).
+  for name, want in (('happy', .23), ('surprise', .15), ('confusion', .18),
+                     ('disgust', .04), ('other', .03), ('empathy', .02),
+                     ('contempt', .02), ('neutral', .41)):
+    assert abs(freq[name] - want) < 0.04, (name, freq[name])
+  rare = faces.emotions_from_va(np.concatenate(vs), np.concatenate(as_))
+  assert rare[:, 0].mean() > 0.65  # The default rule: mostly neutral.
+  with pytest.raises(AffectJaxError, match='Unknown emotion rule'):
+    faces.emotions_from_va(vs[0], as_[0], 'broad')

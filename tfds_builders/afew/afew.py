@@ -1,6 +1,6 @@
 """TFDS builder of AFEW (EmotiW's Acted Facial Expressions in the Wild).
 
-Layout of `manual_dir` (DATA_FORMATS.md):
+Layout of `manual_dir` (docs/data_formats.md):
 
   Train_AFEW/<Emotion>/<clip>.avi    773 clips
   Val_AFEW/<Emotion>/<clip>.avi      383 clips
@@ -137,7 +137,7 @@ class Afew(core.VideoFrameBuilder):
   FPS = 25.0
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put Train_AFEW/<Emotion>/<clip>.avi and Val_AFEW/<Emotion>/<clip>.avi '
-      'of the EmotiW AFEW release in manual_dir (DATA_FORMATS.md).')
+      'of the EmotiW AFEW release in manual_dir (docs/data_formats.md).')
   BUILDER_CONFIGS = [
       AfewConfig(name='default',
                  description='dlib face crops, 170x170; train / validation.'),
@@ -150,7 +150,7 @@ class Afew(core.VideoFrameBuilder):
     folders = find_split_folders(manual_dir)
     if not folders:
       raise AffectJaxError(f'{manual_dir} holds no Train_AFEW/ or Val_AFEW/ '
-                           'folder; see DATA_FORMATS.md.')
+                           'folder; see docs/data_formats.md.')
     eye = np.eye(len(EMOTION_FOLDERS), dtype=np.float32)
     out = {}
     for split, folder in folders.items():

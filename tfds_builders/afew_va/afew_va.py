@@ -1,6 +1,6 @@
 """TFDS builder of AFEW-VA (Kossaifi et al. 2017; protocol of kollias2019).
 
-Layout of `manual_dir` (DATA_FORMATS.md): 600 clips, one folder each,
+Layout of `manual_dir` (docs/data_formats.md): 600 clips, one folder each,
 
   <clip>/00000.png, 00001.png, ...   frames, 0-based, ~25 fps (feature films)
   <clip>/<clip>.json                 {"actor": ..., "video_id": ...,
@@ -392,7 +392,7 @@ class AfewVa(core.VideoFrameBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put the AFEW-VA zips 01.zip ... 12.zip, or their extracted clip '
       'folders (01/<clip>/ or <clip>/ with 00000.png ... and <clip>.json), '
-      'in manual_dir (DATA_FORMATS.md).')
+      'in manual_dir (docs/data_formats.md).')
   BUILDER_CONFIGS = [
       AfewVaConfig(name='default', detector='none', landmarks='none',
                    description='Crops around the shipped landmarks, 170x170; '
@@ -423,7 +423,7 @@ class AfewVa(core.VideoFrameBuilder):
     if not folders:
       raise AffectJaxError(
           f'{manual_dir} holds no AFEW-VA clip (a folder with 00000.png ... '
-          'and <clip>.json) and no 01.zip ... 12.zip; see DATA_FORMATS.md.')
+          'and <clip>.json) and no 01.zip ... 12.zip; see docs/data_formats.md.')
     clips = [read_clip(folders[k]) for k in sorted(folders)]
     subjects = group_actors(clips)
     frames: dict[str, int] = {}

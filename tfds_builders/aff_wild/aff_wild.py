@@ -1,6 +1,6 @@
 """TFDS builder of Aff-Wild (kollias2019).
 
-Layout of `manual_dir` (DATA_FORMATS.md):
+Layout of `manual_dir` (docs/data_formats.md):
 
   videos/{train,test}/<id>.mp4|.avi                  ~30 fps
   annotations/train/{valence,arousal}/<id>.txt       one float in [-1, 1] per
@@ -25,7 +25,7 @@ Splits:
   are usually not distributed).
 
 Labels are matched to decoded frames by index: frame i takes line i of both
-files; frames past the end of either file are dropped (DATA_FORMATS.md). A
+files; frames past the end of either file are dropped (docs/data_formats.md). A
 count difference up to `max_mismatch_frames` (30) is logged as a warning;
 more is an error naming both files (`core.check_label_count`), or with
 skip_broken the video is left out.
@@ -206,7 +206,7 @@ class AffWild(core.VideoFrameBuilder):
   FPS = 30.0
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put videos/, annotations/ and optionally bboxes/ (or bboxs/) and '
-      'landmarks/ of the Aff-Wild release in manual_dir (DATA_FORMATS.md).')
+      'landmarks/ of the Aff-Wild release in manual_dir (docs/data_formats.md).')
   BUILDER_CONFIGS = [
       AffWildConfig(name='default', description=(
           'Shipped boxes, else dlib face crops, 170x170; 10% of train '
@@ -227,7 +227,7 @@ class AffWild(core.VideoFrameBuilder):
       folder = os.path.join(ann, dim)
       if not os.path.isdir(folder):
         raise AffectJaxError(f'{folder} is missing; manual_dir must hold the '
-                             'Aff-Wild layout (DATA_FORMATS.md).')
+                             'Aff-Wild layout (docs/data_formats.md).')
       for name in sorted(os.listdir(folder)):
         if name.endswith('.txt') and name[:-4] not in videos:
           raise AffectJaxError(
@@ -259,7 +259,7 @@ class AffWild(core.VideoFrameBuilder):
     if not os.path.isdir(os.path.join(manual_dir, 'annotations')):
       raise AffectJaxError(f'{os.path.join(manual_dir, "annotations")} is '
                            'missing; manual_dir must hold the Aff-Wild layout '
-                           '(DATA_FORMATS.md).')
+                           '(docs/data_formats.md).')
     train = self._specs(manual_dir, 'train')
     if not train:
       raise AffectJaxError(f'{os.path.join(manual_dir, "videos", "train")} '

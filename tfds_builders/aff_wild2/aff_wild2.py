@@ -1,6 +1,6 @@
 """TFDS builder of Aff-Wild2 as distributed for the ABAW challenges.
 
-Layout of `manual_dir` (DATA_FORMATS.md):
+Layout of `manual_dir` (docs/data_formats.md):
 
   cropped_aligned/<video>/00001.jpg ...      112x112 aligned faces, numbered
                                              from 1 by video frame; frames
@@ -135,7 +135,7 @@ def _read_rows(path: str, headers: tuple[tuple[str, ...], ...]
     got = lines[0].strip() if lines else ''
     raise AffectJaxError(
         f'{path} line 1: the header must be {expected} (Aff-Wild2, '
-        f'DATA_FORMATS.md), got "{got}". Use the files as distributed.')
+        f'docs/data_formats.md), got "{got}". Use the files as distributed.')
   if len(lines) < 2:
     raise AffectJaxError(f'{path}: a header but no rows (truncated); re-copy '
                          'the file.')
@@ -363,7 +363,7 @@ class AffWild2(core.VideoFrameBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put Annotations/ (VA_Estimation_Challenge/, EXPR_Recognition_'
       'Challenge/) and cropped_aligned/ and/or videos/ of the Aff-Wild2 '
-      'ABAW release in manual_dir (DATA_FORMATS.md).')
+      'ABAW release in manual_dir (docs/data_formats.md).')
   BUILDER_CONFIGS = [
       AffWild2Config(name='va', labels='va', description=(
           'Valence/arousal; cropped_aligned faces, else dlib face crops of '
@@ -409,10 +409,10 @@ class AffWild2(core.VideoFrameBuilder):
       raise AffectJaxError(
           f'{expected} is missing but {found[0]} exists; move it there '
           f'(manual_dir/Annotations/{names[0]}/Train_Set/..., '
-          'DATA_FORMATS.md).')
+          'docs/data_formats.md).')
     raise AffectJaxError(
         f'{expected} is missing (nor annotations/{names[1]}/); manual_dir '
-        'must hold the Aff-Wild2 annotations (DATA_FORMATS.md).')
+        'must hold the Aff-Wild2 annotations (docs/data_formats.md).')
 
   def _cropped_root(self, manual_dir: str) -> str | None:
     """manual_dir/cropped_aligned, None where unused; errors if misplaced."""
@@ -425,7 +425,7 @@ class AffWild2(core.VideoFrameBuilder):
       if os.path.isdir(nested):
         raise AffectJaxError(
             f'{nested} is nested in {root}: move its <video>/ folders up to '
-            f'{root}/ (cropped_aligned/<video>/00001.jpg, DATA_FORMATS.md).')
+            f'{root}/ (cropped_aligned/<video>/00001.jpg, docs/data_formats.md).')
       return root
     # Rather than silently use the raw videos (or fail per video) when the
     # crops are there but one folder down.
@@ -433,7 +433,7 @@ class AffWild2(core.VideoFrameBuilder):
     if found:
       raise AffectJaxError(
           f'{root} is missing but {found[0]} exists; move it to {root} '
-          "(DATA_FORMATS.md), or build with frames='videos'.")
+          "(docs/data_formats.md), or build with frames='videos'.")
     if c.frames == _CROPPED:
       raise AffectJaxError(
           f"{root} is missing (config frames='cropped_aligned'); copy it "
@@ -473,7 +473,7 @@ class AffWild2(core.VideoFrameBuilder):
       raise AffectJaxError(
           f'{annotation} has no frames: neither {also}{where}.mp4|.avi '
           'exists; copy the frames (cropped_aligned/ or videos/, '
-          'DATA_FORMATS.md) or remove the annotation.')
+          'docs/data_formats.md) or remove the annotation.')
     return core.VideoSpec(
         vid, base, path, labels,
         RowCheck(path, annotation, labels.num_rows, c.max_mismatch_frames),
@@ -489,7 +489,7 @@ class AffWild2(core.VideoFrameBuilder):
       folder = os.path.join(challenge, folder_name)
       if not os.path.isdir(folder):
         raise AffectJaxError(f'{folder} is missing; copy it from the '
-                             'Aff-Wild2 release (DATA_FORMATS.md).')
+                             'Aff-Wild2 release (docs/data_formats.md).')
       names = sorted(n for n in os.listdir(folder) if n.endswith('.txt'))
       if not names:
         raise AffectJaxError(f'{folder} holds no <video>.txt annotation; '

@@ -1,6 +1,6 @@
 """TFDS builder of AffectNet (mollahosseini2017): each image is one frame.
 
-Layout of `manual_dir` (the official release, DATA_FORMATS.md):
+Layout of `manual_dir` (the official release, docs/data_formats.md):
 
   Manually_Annotated_file_lists/training.csv      -> 'train'
   Manually_Annotated_file_lists/validation.csv    -> 'validation'
@@ -146,7 +146,7 @@ class Rows:
 
 def _error(path: str, line: int, what: str) -> AffectJaxError:
   return AffectJaxError(f'{path} line {line}: {what}; fix or re-copy the '
-                        'file (AffectNet CSV, DATA_FORMATS.md).')
+                        'file (AffectNet CSV, docs/data_formats.md).')
 
 
 def _number(path: str, line: int, column: str, raw: str) -> float:
@@ -292,7 +292,7 @@ class AffectNet(core.VideoFrameBuilder):
       'Put Manually_Annotated_file_lists/ and Manually_Annotated_Images/ of '
       'the AffectNet release (or, for the \'automatic\' config, '
       'Automatically_Annotated_file_lists/ and '
-      'Automatically_Annotated_Images/) in manual_dir (DATA_FORMATS.md).')
+      'Automatically_Annotated_Images/) in manual_dir (docs/data_formats.md).')
   BUILDER_CONFIGS = [
       AffectNetConfig(name='default', description=(
           'Manually annotated set, crops of the shipped face boxes, '
@@ -322,7 +322,7 @@ class AffectNet(core.VideoFrameBuilder):
     if root is None:
       raise AffectJaxError(
           f'{manual_dir} holds none of {", ".join(release.image_roots)}; '
-          'put the AffectNet images there (DATA_FORMATS.md).')
+          'put the AffectNet images there (docs/data_formats.md).')
     one_hot = np.eye(len(EXPRESSIONS), dtype=np.float32)
     seen: dict[str, tuple[str, int]] = {}  # Image -> (CSV, line).
     out = {}

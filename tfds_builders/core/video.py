@@ -82,7 +82,7 @@ _FIX = ('re-download or re-copy it, or build with --skip_broken '
 def _require_file(path: str, kind: str) -> None:
   if not os.path.isfile(path):
     raise AffectJaxError(f'{kind} {path} does not exist; check --manual_dir '
-                         'and the layout in DATA_FORMATS.md.')
+                         'and the layout in docs/data_formats.md.')
 
 
 def _open_video(path: str):
@@ -323,7 +323,7 @@ def probe_images(paths: Sequence[str | None], where: str = '') -> None:
   present = [p for p in paths if p is not None]
   if not present:
     raise AffectJaxError(f'The image sequence {where} has no image; check '
-                         'the layout in DATA_FORMATS.md.')
+                         'the layout in docs/data_formats.md.')
   for path in present:
     _require_file(path, 'Image')
   try:

@@ -1,6 +1,6 @@
 """TFDS builder of frame-list datasets (the 4K datasets of affect4k_thesis).
 
-Layout of `manual_dir` (DATA_FORMATS.md): one CSV per split at its top,
+Layout of `manual_dir` (docs/data_formats.md): one CSV per split at its top,
 
   train.csv                          -> 'train'
   validation.csv | val.csv | valid.csv -> 'validation'  (one of them)
@@ -99,7 +99,7 @@ class Video:
 
 def _error(path: str, line: int, what: str) -> AffectJaxError:
   return AffectJaxError(f'{path} line {line}: {what}; fix the frame list '
-                        '(frame_path,valence,arousal, DATA_FORMATS.md).')
+                        '(frame_path,valence,arousal, docs/data_formats.md).')
 
 
 def _value(path: str, line: int, column: str, raw: str) -> float:
@@ -221,7 +221,7 @@ def split_files(manual_dir: str) -> dict[str, str]:
   if not out:
     raise AffectJaxError(
         f'{manual_dir} holds none of {", ".join(SPLIT_FILES)}; put one '
-        'frame list per split there (DATA_FORMATS.md).')
+        'frame list per split there (docs/data_formats.md).')
   return {split: out[split] for split in _SPLIT_ORDER if split in out}
 
 
@@ -236,7 +236,7 @@ class FrameList(core.VideoFrameBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put train.csv, validation.csv (or val.csv / valid.csv) and/or '
       'test.csv (rows frame_path,valence,arousal, paths relative to the '
-      'CSV) and the frame folders in manual_dir (DATA_FORMATS.md).')
+      'CSV) and the frame folders in manual_dir (docs/data_formats.md).')
   BUILDER_CONFIGS = [
       FrameListConfig(name='default', description=(
           'Frames are aligned face crops, resized to 170x170.')),

@@ -1,6 +1,6 @@
 """TFDS builder of RealEyes-format emotion videos (tzirakis2019).
 
-Layout of `manual_dir` (DATA_FORMATS.md; the synthetic dataset is written in
+Layout of `manual_dir` (docs/data_formats.md; the synthetic dataset is written in
 it by `python -m tfds_builders.synthetic_faces.realeyes_layout OUT_DIR`):
 
   videos/<video_id>.mp4
@@ -123,7 +123,7 @@ def read_labels(path: str) -> dict[int, np.ndarray]:
   """labels/<video_id>.csv -> {frame: float32 [8] multi-hot}."""
   if not os.path.isfile(path):
     raise AffectJaxError(f'Label file {path} is missing; every video needs '
-                         'labels/<video_id>.csv (DATA_FORMATS.md).')
+                         'labels/<video_id>.csv (docs/data_formats.md).')
   with open(path, newline='', encoding='utf-8') as f:
     rows = list(csv.reader(f))
   header = tuple(c.strip().lower() for c in rows[0]) if rows else ()
@@ -251,7 +251,7 @@ class RealEyes(core.VideoFrameBuilder):
   FPS = 30.0
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put videos/<video_id>.mp4, subjects.csv and labels/<video_id>.csv '
-      '(DATA_FORMATS.md) in manual_dir.')
+      '(docs/data_formats.md) in manual_dir.')
   BUILDER_CONFIGS = [
       RealEyesConfig(name='default',
                      description='dlib face crops, 170x170, 80/20 by subject.'),

@@ -1,6 +1,6 @@
 """TFDS builder of RECOLA as released for AVEC 2016.
 
-Layout of `manual_dir` (DATA_FORMATS.md):
+Layout of `manual_dir` (docs/data_formats.md):
 
   recordings_video/{train,dev,test}_<n>.mp4                 25 fps
   ratings_gold_standard/{arousal,valence}/<split>_<n>.arff  one row / 40 ms
@@ -131,7 +131,7 @@ def read_arff(path: str, instance: str) -> LabelTrack:
       if not ok:
         raise AffectJaxError(
             f'{path} line {number}: expected "{expected}" (AVEC 2016 '
-            f'gold-standard header, DATA_FORMATS.md), got "{line}". Use the '
+            f'gold-standard header, docs/data_formats.md), got "{line}". Use the '
             'files as distributed.')
       header.append(line)
       continue
@@ -191,7 +191,7 @@ def read_raters(path: str) -> tuple[np.ndarray, np.ndarray, int]:
       if tuple(c.strip() for c in cells) != names:
         raise AffectJaxError(
             f'{path} line {number}: header must be "{_RATER_HEADER}" (AVEC '
-            f'2016 individual ratings, DATA_FORMATS.md), got "{line}". Use '
+            f'2016 individual ratings, docs/data_formats.md), got "{line}". Use '
             'the files as distributed.')
       header = True
       continue
@@ -299,7 +299,7 @@ class Recola(core.VideoFrameBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Put recordings_video/ and ratings_gold_standard/ (or, for the '
       "'raters' config, ratings_individual/) of the AVEC 2016 RECOLA release "
-      'in manual_dir (DATA_FORMATS.md).')
+      'in manual_dir (docs/data_formats.md).')
   BUILDER_CONFIGS = [
       RecolaConfig(name='default', description='dlib face crops, 170x170.'),
       RecolaConfig(name='whole_frame', detector='none',
@@ -330,7 +330,7 @@ class Recola(core.VideoFrameBuilder):
     video_dir = os.path.join(manual_dir, 'recordings_video')
     if not os.path.isdir(video_dir):
       raise AffectJaxError(f'{video_dir} is missing; manual_dir must hold '
-                           'the AVEC 2016 RECOLA layout (DATA_FORMATS.md).')
+                           'the AVEC 2016 RECOLA layout (docs/data_formats.md).')
     found = sorted(f for f in os.listdir(video_dir) if _VIDEO.match(f))
     if not found:
       raise AffectJaxError(f'{video_dir} holds no {{train,dev,test}}_<n>.mp4 '

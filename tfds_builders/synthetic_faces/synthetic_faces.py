@@ -65,6 +65,8 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   # no subject (ids and identities differ), as a pretraining set and a
   # fine-tuning set must.
   subject_offset: int = 0
+  # faces.EMOTION_RULES: 'rare' (~75% neutral) or 'realeyes_table4'.
+  emotion_rule: str = 'rare'
 
 
 def split_subjects(config: SyntheticFacesConfig) -> dict[str, list[int]]:
@@ -123,6 +125,10 @@ def _check_config(config: SyntheticFacesConfig) -> None:
     raise AffectJaxError(
         f'synthetic_faces config {config.name!r}: too many videos or frames '
         'for the (video << 32 | frame) record keys.')
+  if config.emotion_rule not in faces.EMOTION_RULES:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: emotion_rule='
+        f'{config.emotion_rule!r}; use one of {sorted(faces.EMOTION_RULES)}.')
   split_subjects(config)
 
 
@@ -166,6 +172,7 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
           name='realeyes_like', num_subjects=120, videos_per_subject=2,
           frames_per_video=100, seed=0, train_fraction=0.8,
           validation_fraction=0.1, test_fraction=0.1,
+          emotion_rule='realeyes_table4',
           description='Pretraining set: 120 subjects x 2 videos x 100 '
           'frames, 64x64, 10 fps.'),
       # ... and a small RECOLA-like fine-tuning set: as few people as RECOLA
@@ -224,7 +231,8 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
       subject = faces.make_subject(subject_rng(c.seed, s))
       video = faces.make_video(video_rng(c.seed, s, v), c.frames_per_video,
                                c.fps)
-      emotions = faces.emotions_from_va(video.valence, video.arousal)
+      emotions = faces.emotions_from_va(video.valence, video.arousal,
+                                        c.emotion_rule)
       for i in range(c.frames_per_video):
         image, landmarks, box = faces.render_frame(subject, video, i,
                                                    c.frame_size)
