@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
-import ml_collections
 import numpy as np
 
 from affect_jax import checkpointing
@@ -207,13 +206,10 @@ class Predictor:
     variables, meta = checkpointing.load_model(path)
     return cls(variables, meta)
 
-  def input_config(self, loader_cfg=None) -> ml_collections.ConfigDict:
+  def input_config(self, loader_cfg=None):
     """The input settings the model was trained with (+ loader threads)."""
-    cfg = ml_collections.ConfigDict(dict(
-        window=150, train_stride=75, image_size=150, resize_size=170,
-        brightness_delta=0.0, saturation_range=(1.0, 1.0),
-        normalization='imagenet', num_threads=2, prefetch_batches=4,
-        num_workers=0))
+    from configs import common  # pylint: disable=g-import-not-at-top
+    cfg = common.input_section()
     if loader_cfg is not None:
       for k in ('num_threads', 'prefetch_batches', 'num_workers'):
         if k in loader_cfg:
