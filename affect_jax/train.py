@@ -59,9 +59,15 @@ TrainMetrics = clu_metrics.Collection.create(
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
   """'constant' (tzirakis2019), 'exponential' (kollias2019: 0.97 / 400 steps)
-  or 'cosine' with linear warmup."""
+  or 'cosine'; 'constant' and 'cosine' start with `warmup_steps` of linear
+  warmup from 0."""
   lr = cfg.learning_rate
   if cfg.schedule == 'constant':
+    if cfg.get('warmup_steps'):
+      # Linear warmup from 0, then constant.
+      return optax.join_schedules(
+          [optax.linear_schedule(0.0, lr, cfg.warmup_steps),
+           optax.constant_schedule(lr)], [cfg.warmup_steps])
     return optax.constant_schedule(lr)
   if cfg.schedule == 'exponential':
     return optax.exponential_decay(lr, cfg.decay_steps, cfg.decay_rate,
