@@ -26,21 +26,29 @@ WINDOW = 4
 SIZE = (240, 320)  # Frames dlib finds the drawn face in (subject seed 3).
 
 
-def _save_model(workdir, task, outputs, data, fmt=checkpointing.MODEL_FORMAT):
-  """A tiny untrained ResNet-50 + LSTM as a run's best checkpoint."""
-  cfg = common.resnet50_lstm()
-  cfg.width, cfg.stage_sizes, cfg.lstm_hidden = 4, (1, 1, 1, 1), 8
+def save_untrained_model(workdir, task, outputs, data,
+                         fmt=checkpointing.MODEL_FORMAT, model_cfg=None,
+                         input_cfg=None):
+  """An untrained ResNet-50 + LSTM (tiny by default) as a run's best checkpoint.
+
+  Also used by benchmarks/predict_speed.py with the full-size network.
+  """
+  cfg = model_cfg
+  if cfg is None:
+    cfg = common.resnet50_lstm()
+    cfg.width, cfg.stage_sizes, cfg.lstm_hidden = 4, (1, 1, 1, 1), 8
+  inp = input_cfg or {'window': WINDOW, 'image_size': 32, 'resize_size': 36,
+                      'normalization': 'imagenet'}
   model = inference.build_model(cfg, len(outputs))
-  x = np.zeros((1, 2, 32, 32, 3), np.float32)
-  variables = jax.device_get(dict(model.init(
-      {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}, x,
-      train=False)))
+  x = np.zeros((1, 2, inp['image_size'], inp['image_size'], 3), np.float32)
+  variables = jax.device_get(dict(jax.jit(
+      lambda r, x: model.init(r, x, train=False))(
+          {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)},
+          x)))
   record = {
       'format': fmt, 'step': 3, 'task': task, 'outputs': list(outputs),
       'label_names': [o for o in outputs if o not in ('arousal', 'valence')],
-      'model': cfg.to_dict(),
-      'input': {'window': WINDOW, 'image_size': 32, 'resize_size': 36,
-                'normalization': 'imagenet'},
+      'model': cfg.to_dict(), 'input': dict(inp),
       'data': data, 'validation': {'ccc_mean': 0.1}, 'versions': {}}
   ckpt = checkpointing.StageCheckpoints(
       os.path.join(workdir, 'train', 'checkpoints'))
@@ -61,13 +69,13 @@ SYNTH_DATA = {'dataset': 'synthetic_faces/tiny/1.0.0', 'fps': 10.0,
 
 @pytest.fixture(scope='module')
 def va_model(tmp_path_factory):
-  return _save_model(tmp_path_factory.mktemp('va_run'), 'va',
+  return save_untrained_model(tmp_path_factory.mktemp('va_run'), 'va',
                      ('arousal', 'valence'), FACE_DATA)
 
 
 @pytest.fixture(scope='module')
 def synth_model(tmp_path_factory):
-  return _save_model(tmp_path_factory.mktemp('synth_run'), 'emotions',
+  return save_untrained_model(tmp_path_factory.mktemp('synth_run'), 'emotions',
                      F.REALEYES_EMOTIONS, SYNTH_DATA)
 
 
@@ -366,7 +374,7 @@ def test_model_folder_errors(tmp_path):
     predict.Runner(str(empty))
   with pytest.raises(AffectJaxError, match='does not exist'):
     predict.Runner(str(tmp_path / 'missing'))
-  old = _save_model(tmp_path / 'old', 'va', ('arousal', 'valence'),
+  old = save_untrained_model(tmp_path / 'old', 'va', ('arousal', 'valence'),
                     FACE_DATA, fmt='affect_jax.model/0')
   with pytest.raises(AffectJaxError, match='incompatible|format'):
     predict.Runner(old)
