@@ -82,6 +82,13 @@ def _per_video_ccc(table, columns) -> dict[str, float]:
   return out
 
 
+def _no_face_spans(ax, t: np.ndarray, no_face: np.ndarray, lo: float,
+                   hi: float) -> None:
+  if no_face.any():
+    ax.fill_between(t, lo, hi, where=no_face, color='grey', alpha=0.2,
+                    step='mid', label='no face')
+
+
 def traces(table, columns: Sequence[tuple[str, int]], path: str,
            title: str = '') -> str | None:
   """Prediction vs gold over time for the best and the worst recordings."""
@@ -158,13 +165,6 @@ def confusion(results: dict[str, Any], class_names: Sequence[str], path: str,
   ax.set(xlabel='predicted', ylabel='true',
          title=f'{title} accuracy {results.get("accuracy", np.nan):.3f}')
   return _save(fig, path)
-
-
-def _no_face_spans(ax, t: np.ndarray, no_face: np.ndarray, lo: float,
-                   hi: float) -> None:
-  if no_face.any():
-    ax.fill_between(t, lo, hi, where=no_face, color='grey', alpha=0.2,
-                    step='mid', label='no face')
 
 
 def prediction_plot(time: np.ndarray, has_face: np.ndarray,
