@@ -411,6 +411,19 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
     return np.asarray(im.convert('RGB'))
 
 
+def decode_resized(data: bytes, size: int) -> np.ndarray:
+  """A record's JPEG as uint8 [size, size, 3], resized as training does.
+
+  Evaluation (and `affect_jax.predict`, which makes the records' JPEGs
+  itself) feeds the network exactly this.
+  """
+  img = _decode_jpeg(data)
+  if img.shape[:2] != (size, size):
+    img = np.asarray(Image.fromarray(img).resize((size, size),
+                                                 Image.BILINEAR))
+  return img
+
+
 @dataclasses.dataclass
 class LoadWindow:
   """Reads one window's records, decodes and augments its frames.
@@ -464,15 +477,12 @@ class LoadWindow:
 
     for i, r in enumerate(records):
       try:
-        img = _decode_jpeg(r[F.RECORD_IMAGE])
+        img = decode_resized(r[F.RECORD_IMAGE], scale)
       except Exception as e:  # pylint: disable=broad-except
         raise AffectJaxError(
             f'Frame {i + s} of video {self.split.video_ids[v]!r} in '
             f'{self.split.name} is not a decodable JPEG ({e}); rebuild the '
             'dataset.') from e
-      if img.shape[:2] != (scale, scale):
-        img = np.asarray(Image.fromarray(img).resize((scale, scale),
-                                                     Image.BILINEAR))
       img = img[oy:oy + size, ox:ox + size]
       if self.augment and (bright != 0.0 or sat != 1.0):
         img = _color_jitter(img, bright, sat)

@@ -4,6 +4,7 @@
   traces            prediction vs gold over time, best and worst recordings
   va_histogram      2-D valence-arousal histograms of predictions and labels
   confusion         confusion matrix of a single-label task
+  prediction_plot   one input's predictions (affect_jax.predict --plot)
 
 `SPLIT_PLOTS` maps the names the task table uses to the functions that draw
 them from a scored split's `FrameTable`.
@@ -81,6 +82,13 @@ def _per_video_ccc(table, columns) -> dict[str, float]:
   return out
 
 
+def _no_face_spans(ax, t: np.ndarray, no_face: np.ndarray, lo: float,
+                   hi: float) -> None:
+  if no_face.any():
+    ax.fill_between(t, lo, hi, where=no_face, color='grey', alpha=0.2,
+                    step='mid', label='no face')
+
+
 def traces(table, columns: Sequence[tuple[str, int]], path: str,
            title: str = '') -> str | None:
   """Prediction vs gold over time for the best and the worst recordings."""
@@ -103,9 +111,7 @@ def traces(table, columns: Sequence[tuple[str, int]], path: str,
       ax.plot(t, table.targets[rows, k], color='black', lw=1.2, label='gold')
       ax.plot(t, table.outputs[rows, k], color='tab:red', lw=1.0,
               label='prediction')
-      if no_face.any():
-        ax.fill_between(t, -1, 1, where=no_face, color='grey', alpha=0.2,
-                        step='mid', label='no face')
+      _no_face_spans(ax, t, no_face, -1, 1)
       ax.set_ylim(-1.05, 1.05)
       ax.set_ylabel(name)
       ax.grid(alpha=0.3)
@@ -158,6 +164,58 @@ def confusion(results: dict[str, Any], class_names: Sequence[str], path: str,
   ax.set_yticks(range(n), class_names)
   ax.set(xlabel='predicted', ylabel='true',
          title=f'{title} accuracy {results.get("accuracy", np.nan):.3f}')
+  return _save(fig, path)
+
+
+def prediction_plot(time: np.ndarray, has_face: np.ndarray,
+                    outputs: np.ndarray, columns: Sequence[str], path: str,
+                    title: str = '', is_image: bool = False) -> str:
+  """Predictions of one video over time, or of one image.
+
+  Args:
+    time: float [N] seconds.
+    has_face: bool [N]; stretches without a face are shaded.
+    outputs: float [N, K] (NaN without a face), in `columns` order.
+    columns: the K output names; 'valence' and 'arousal' go in the first
+      panel, the classes' probabilities in a second one.
+    path: the PNG.
+    is_image: one row: a point on the valence-arousal plane (or bars of
+      the class probabilities).
+  """
+  va = [c for c in ('valence', 'arousal') if c in columns]
+  classes = [c for c in columns if c not in va]
+  col = {c: outputs[:, i] for i, c in enumerate(columns)}
+  if is_image:
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    if len(va) == 2:
+      ax.scatter(col['valence'], col['arousal'], s=80, color='tab:red',
+                 zorder=3)
+      ax.axhline(0, color='grey', lw=0.6)
+      ax.axvline(0, color='grey', lw=0.6)
+      ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel='valence',
+             ylabel='arousal', aspect='equal')
+    else:
+      ax.barh(classes, [col[c][0] for c in classes], color='tab:blue')
+      ax.set(xlim=(0, 1), xlabel='probability')
+    if not has_face.any():
+      ax.set_title('no face found')
+    ax.grid(alpha=0.3)
+    fig.suptitle(title.strip())
+    return _save(fig, path)
+  panels = [p for p in (va, classes) if p]
+  fig, axes = plt.subplots(len(panels), 1, squeeze=False, sharex=True,
+                           figsize=(11, 2.8 * len(panels)))
+  no_face = ~np.asarray(has_face, bool)
+  for ax, names in zip(axes[:, 0], panels):
+    for c in names:
+      ax.plot(time, col[c], lw=1.0, label=c)
+    lo, hi = (-1.05, 1.05) if names is va else (0, 1.02)
+    _no_face_spans(ax, time, no_face, lo, hi)
+    ax.set(ylim=(lo, hi), ylabel='value' if names is va else 'probability')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='upper right', ncol=min(4, len(names) + 1))
+  axes[-1, 0].set_xlabel('time (s)')
+  fig.suptitle(title.strip())
   return _save(fig, path)
 
 

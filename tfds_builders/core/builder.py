@@ -599,22 +599,14 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
     labels = spec.labels(frame.index, frame.time)
     if labels is None:
       continue
-    box, has_face, crop = None, False, None
+    box, has_face, crop, landmarks = None, False, None, no_landmarks
     if frame.image is not None:
-      h, w = frame.image.shape[:2]
-      box, has_face = tracker(
-          frame.image,
-          np.array([0, 0, h, w], np.float32) if spec.aligned else labels.box)
-      if labels.has_face is not None:
-        has_face = has_face and labels.has_face
-      margin = 0.0 if spec.aligned or box is None else config.margin
-      crop = face.crop_face(frame.image, box, config.image_size, margin)
-    if labels.landmarks is not None and crop is not None:
-      landmarks = crop.to_crop(labels.landmarks)
-    elif landmarker is not None and has_face and box is not None:
-      landmarks = crop.to_crop(landmarker(frame.image, box))
-    else:
-      landmarks = no_landmarks
+      found = face.crop_frame(
+          frame.image, tracker, config.image_size, config.margin, landmarker,
+          given_box=labels.box, given_landmarks=labels.landmarks,
+          given_has_face=labels.has_face, aligned=spec.aligned)
+      box, has_face = found.box, found.has_face
+      crop, landmarks = found.crop, found.landmarks
     emotions = (no_emotions if labels.emotions is None else
                 np.asarray(labels.emotions, np.float32))
     kept += 1

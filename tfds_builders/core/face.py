@@ -290,3 +290,60 @@ def crop_face(image: np.ndarray, box: np.ndarray | None, size: int,
   out = cv2.resize(canvas, (size, size), interpolation=interp)
   return Crop(image=out, origin=(float(ox), float(oy)), side=float(s))
 
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FaceCrop:
+  """What a model sees of one frame, and where it lies in the frame.
+
+  Attributes:
+    crop: the square crop (and its map back to frame pixels).
+    box: the face box (ymin, xmin, ymax, xmax) in frame pixels the crop is
+      centred on; None where the crop is the whole frame.
+    has_face: whether a face was found in this frame.
+    landmarks: float32 [68, 2] (x, y) in [0, 1] of the crop; zeros where
+      there are none.
+  """
+  crop: Crop
+  box: np.ndarray | None
+  has_face: bool
+  landmarks: np.ndarray
+
+
+def crop_frame(image: np.ndarray, tracker: FaceTracker, size: int,
+               margin: float, landmarker: Landmarker | None = None,
+               given_box: np.ndarray | None = None,
+               given_landmarks: np.ndarray | None = None,
+               given_has_face: bool | None = None,
+               aligned: bool = False) -> FaceCrop:
+  """Finds, crops and marks the face of one frame, as every record is made.
+
+  The builders (`builder.video_records`) and the prediction command both
+  call this, so a model sees at prediction time the crops it was trained on.
+
+  Args:
+    image: uint8 [H, W, 3] RGB frame.
+    tracker: the video's tracker (detector, gap bridging, which face).
+    size: side of the crop in pixels.
+    margin: context around the face box (`crop_face`).
+    landmarker: predicts landmarks inside the box where none are given.
+    given_box: the box the dataset ships (used when the detector is 'none').
+    given_landmarks: [68, 2] frame pixels the dataset ships, or None.
+    given_has_face: the dataset's own no-face flag; False overrides a
+      detection.
+    aligned: the frame is a face crop already: the whole frame is the box.
+  """
+  h, w = image.shape[:2]
+  box, has_face = tracker(
+      image, np.array([0, 0, h, w], np.float32) if aligned else given_box)
+  if given_has_face is not None:
+    has_face = has_face and given_has_face
+  crop = crop_face(image, box, size,
+                   0.0 if aligned or box is None else margin)
+  if given_landmarks is not None:
+    landmarks = crop.to_crop(given_landmarks)
+  elif landmarker is not None and has_face and box is not None:
+    landmarks = crop.to_crop(landmarker(image, box))
+  else:
+    landmarks = np.zeros((68, 2), np.float32)
+  return FaceCrop(crop, box, bool(has_face), landmarks)

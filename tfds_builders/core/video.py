@@ -85,7 +85,7 @@ def _require_file(path: str, kind: str) -> None:
                          'and the layout in docs/data_formats.md.')
 
 
-def _open_video(path: str):
+def _open_video(path: str, fix: str = _FIX):
   """(container, its first video stream) of `path`; the caller closes it.
 
   Raises:
@@ -97,7 +97,7 @@ def _open_video(path: str):
   except (av.error.FFmpegError, OSError) as e:
     raise AffectJaxError(
         f'Cannot open video {path}: {e}. The file is corrupt, truncated or '
-        f'not a video: {_FIX}.') from e
+        f'not a video: {fix}.') from e
   if not container.streams.video:
     container.close()
     raise AffectJaxError(f'{path} has no video stream; replace the file.')
@@ -113,7 +113,7 @@ def _info(path: str, stream) -> VideoInfo:
 
 
 def check_complete(info: VideoInfo, num_frames: int,
-                   end_time: float | None) -> None:
+                   end_time: float | None, fix: str = _FIX) -> None:
   """Raises unless a decode of `info.path` reached the end its header declares.
 
   Args:
@@ -142,23 +142,40 @@ def check_complete(info: VideoInfo, num_frames: int,
   raise AffectJaxError(
       f'Video {info.path} ends early: decoded {got} but its header declares '
       f'{want}. The file is truncated (an interrupted download or copy): '
-      f'{_FIX}.')
+      f'{fix}.')
 
 
-def iter_frames(path: str) -> Iterator[Frame]:
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+  """`image` as displayed: turned counterclockwise by `rotation` degrees.
+
+  `rotation` is the angle of a container's display matrix (PyAV's
+  `VideoFrame.rotation`, a multiple of 90): a phone held upright stores
+  landscape pixels with -90, to be shown turned clockwise.
+  """
+  k = round(rotation / 90) % 4
+  return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
+def iter_frames(path: str, fix: str = _FIX) -> Iterator[Frame]:
   """Yields the frames of the first video stream of `path`.
 
   Times are the container's presentation timestamps (not index / fps), so a
-  variable-frame-rate video still lines up with time-stamped labels. After
-  the last frame the decode is checked against the header (`check_complete`,
+  variable-frame-rate video still lines up with time-stamped labels. Frames
+  come upright: rotation metadata (a display matrix) is applied. After the
+  last frame the decode is checked against the header (`check_complete`,
   module docstring): a truncated file raises instead of ending quietly.
+
+  Args:
+    path: the video file.
+    fix: what to do about a broken file, for the messages (the builders
+      suggest --skip_broken).
 
   Raises:
     AffectJaxError: the file is missing, not a video, corrupt, or ends
       early (truncated), naming the file, the frames decoded and expected,
       and the fix.
   """
-  container, stream = _open_video(path)
+  container, stream = _open_video(path, fix)
   info = _info(path, stream)
   index, end = -1, None
   with container:
@@ -174,19 +191,20 @@ def iter_frames(path: str) -> Iterator[Frame]:
         else:  # Raw streams without timestamps: fall back to the frame rate.
           t = index / rate
         end = t + 1 / rate if end is None else max(end, t + 1 / rate)
-        yield Frame(index, t, frame.to_ndarray(format='rgb24'))
+        yield Frame(index, t, upright(frame.to_ndarray(format='rgb24'),
+                                      frame.rotation))
     except av.error.FFmpegError as e:
       of = f' of {info.frames}' if info.frames else ''
       raise AffectJaxError(
           f'Decoding video {path} failed after {index + 1}{of} frames: {e}. '
-          f'The file is corrupt or truncated: {_FIX}.') from e
+          f'The file is corrupt or truncated: {fix}.') from e
   if index < 0:
     raise AffectJaxError(f'Video {path} has no decodable frames; the file is '
-                         f'corrupt or truncated: {_FIX}.')
-  check_complete(info, index + 1, end)
+                         f'corrupt or truncated: {fix}.')
+  check_complete(info, index + 1, end, fix)
 
 
-def probe(path: str) -> VideoInfo:
+def probe(path: str, fix: str = _FIX) -> VideoInfo:
   """Checks that `path` opens as a video without decoding it.
 
   Cheap (reads the container header only), so a builder can reject a
@@ -201,7 +219,7 @@ def probe(path: str) -> VideoInfo:
   Raises:
     AffectJaxError: the file is missing, not a video or corrupt.
   """
-  container, stream = _open_video(path)
+  container, stream = _open_video(path, fix)
   with container:
     return _info(path, stream)
 

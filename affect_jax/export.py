@@ -1,0 +1,96 @@
+"""A shareable model folder from a training run.
+
+  python -m affect_jax.export --workdir=RUN --output=MODEL_DIR
+
+copies the run's best checkpoint (its last stage with one, or the stage or
+checkpoint folder given) into MODEL_DIR:
+
+  MODEL_DIR/best/<step>/...   the Orbax checkpoint: weights + model record
+  MODEL_DIR/model.json        the model record, readable: task, outputs,
+                              input size, face-crop settings, validation
+                              metrics, versions, where it came from
+
+`python -m affect_jax.predict --model=MODEL_DIR` (and
+`inference.Predictor.load`) read the folder as they read the run, and give
+the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from affect_jax import checkpointing
+from affect_jax.errors import AffectJaxError
+
+FLAGS = flags.FLAGS
+
+MODEL_JSON = 'model.json'
+
+
+def export(workdir: str, output: str) -> dict[str, Any]:
+  """Copies the best checkpoint behind `workdir` into the folder `output`.
+
+  Returns:
+    The model record written to `<output>/model.json`.
+
+  Raises:
+    AffectJaxError: no model there (or one of an incompatible format), or
+      `output` exists and is not empty.
+  """
+  from affect_jax import predict  # pylint: disable=g-import-not-at-top
+  source = checkpointing.find_checkpoints(predict.check_model_dir(workdir))
+  _, meta = checkpointing.load_model(source)  # Refuses other formats.
+  if os.path.exists(output) and (not os.path.isdir(output) or
+                                 os.listdir(output)):
+    raise AffectJaxError(f'--output {output} exists and is not an empty '
+                         'folder; pass a new folder.')
+  record = dict(meta, exported_from=os.path.abspath(source))
+  tmp = f'{output.rstrip(os.sep)}.tmp-{os.getpid()}'
+  try:
+    shutil.copytree(os.path.join(source, 'best'), os.path.join(tmp, 'best'))
+    with open(os.path.join(tmp, MODEL_JSON), 'w') as f:
+      json.dump(record, f, indent=2, sort_keys=True)
+      f.write('\n')
+    if os.path.isdir(output):
+      os.rmdir(output)
+    os.replace(tmp, output)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return record
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if not FLAGS.workdir or not FLAGS.output:
+      raise AffectJaxError('--workdir and --output are required (see '
+                           '--help).')
+    record = export(FLAGS.workdir, FLAGS.output)
+  except AffectJaxError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  print(f'{FLAGS.output}: {record["task"]} model ({", ".join(record["outputs"])}'
+        f'), step {record["step"]}')
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when it runs: no clash on import)."""
+  flags.DEFINE_string('workdir', None, 'Training workdir, stage folder or '
+                      'checkpoint folder to export.')
+  flags.DEFINE_string('output', None, 'Model folder to create (must not exist '
+                      'or be empty).')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

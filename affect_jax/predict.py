@@ -1,0 +1,516 @@
+"""Per-frame valence / arousal / emotion predictions for a video, image or folder.
+
+  python -m affect_jax.predict --model=DIR --input=PATH --output=OUT.csv \
+      [--plot=OUT.png] [--batch_size=N]
+
+--model: a training workdir (its last stage's best checkpoint), a stage or
+  checkpoint folder, or a folder written by `python -m affect_jax.export`.
+--input: a video (anything PyAV decodes: mp4, mov, avi, mkv, webm, ...;
+  constant or variable frame rate, rotation metadata honoured), an image
+  (jpg, png, ...), or a FOLDER of them: then --output (and --plot) are
+  folders and each file gets `<output>/<file stem>.csv` (and `.png`).
+
+The CSV has one row per decoded frame, in order: frame, time_s (the frame's
+presentation time), has_face, the face box x0, y0, x1, y1 in pixels of the
+(upright) frame, then one column per model output: valence, arousal for a
+VA model, one probability per class for an emotion or expression model.
+Frames without a face have has_face=0 and empty box and predictions.
+
+Each frame goes through the preprocessing the model was trained with, by the
+builders' own code: the same decoder, face detector, crop margin and size,
+landmarks and JPEG round trip (`tfds_builders.core.face.crop_frame`,
+`core.encode_jpeg`, `input_pipeline.decode_resized`). A temporal model sees
+windows of its training length overlapping by half; each frame takes the
+prediction of the window in which it is most central. An image is predicted
+as a still video of one window of repeats and gives one row (the last frame
+of the window: the one that has seen the whole window). Memory stays bounded
+(about window + batch_size x window / 2 frames) whatever the video's length.
+
+Errors (a missing or unreadable file, a truncated video, a folder without a
+model) are one `error: ...` line and exit status 2. A truncated or corrupt
+video keeps the predictions of the frames that decoded, then reports where
+it stopped. The CSV is written to a temporary file and renamed when done, so
+an interrupted run never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from affect_jax import checkpointing
+from affect_jax import features as F
+from affect_jax import input_pipeline
+from affect_jax.errors import AffectJaxError
+
+FLAGS = flags.FLAGS
+
+VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.avi', '.mkv', '.webm', '.mpg',
+                    '.mpeg', '.wmv', '.flv', '.ts', '.3gp')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff',
+                    '.gif')
+
+# What to do about a broken input file (the builders' text suggests
+# --skip_broken, which means nothing here).
+_FIX = 're-copy it, or re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)'
+
+BOX_COLUMNS = ('x0', 'y0', 'x1', 'y1')
+
+
+@dataclasses.dataclass(eq=False)
+class ModelFrame:
+  """One frame as the model sees it, and what the CSV says about it.
+
+  Attributes:
+    index, time: position and presentation time (seconds) in the input.
+    has_face: a face was found.
+    box: (x0, y0, x1, y1) face box in pixels of the upright frame; None
+      without a face.
+    image: uint8 [S, S, 3] at the model's input size; None once used.
+    landmarks: float32 [68, 2] in [0, 1] of the crop.
+  """
+  index: int
+  time: float
+  has_face: bool
+  box: tuple[float, float, float, float] | None
+  image: np.ndarray | None
+  landmarks: np.ndarray
+
+
+class Preprocess:
+  """A model's training-time frame preprocessing, from its checkpoint.
+
+  The dataset's crop settings (`meta['data']`: detector, margin, stored crop
+  size, landmarks) as its builder applied them, then the JPEG round trip and
+  the resize to the model's input size as the input pipeline applies them.
+  A dataset whose records are whole frames (the synthetic renders: no
+  `detector` in its metadata) is predicted on whole frames, padded square,
+  every frame counting as a face. A dataset whose faces came cropped or boxed
+  (`detector='none'`) is predicted on the default detector's crops.
+  """
+
+  def __init__(self, meta: dict[str, Any]):
+    from tfds_builders import core  # pylint: disable=g-import-not-at-top
+    from tfds_builders.core import face  # pylint: disable=g-import-not-at-top
+    self._face = face
+    data = meta.get('data') or {}
+    self.image_size = int(meta['input']['image_size'])
+    self.whole_frame = 'detector' not in data
+    detector = data.get('detector', 'none')
+    if detector == 'none' and not self.whole_frame:
+      detector = core.VideoFrameConfig.detector
+      logging.warning('The model was trained on crops its dataset shipped; '
+                      'predicting on %r detector crops.', detector)
+    self.detector = None if self.whole_frame else face.make_detector(detector)
+    self.crop_size = int(data.get('image_size') or data.get('frame_size') or
+                         self.image_size)
+    self.margin = float(data.get('margin', 0.0))
+    self.landmarker = face.make_landmarker(
+        'none' if self.whole_frame else data.get('landmarks', 'none'))
+    # Not in the dataset metadata: the builders' defaults.
+    self.max_gap = core.VideoFrameConfig.max_gap
+    self.jpeg_quality = core.VideoFrameConfig.jpeg_quality
+    self._encode = core.encode_jpeg
+
+  def tracker(self):
+    """A fresh face tracker for one video."""
+    return self._face.FaceTracker(self.detector, self.max_gap)
+
+  def __call__(self, index: int, time_s: float, image: np.ndarray,
+               tracker) -> ModelFrame:
+    found = self._face.crop_frame(image, tracker, self.crop_size,
+                                  self.margin, self.landmarker)
+    h, w = image.shape[:2]
+    box = (0.0, 0.0, float(h), float(w)) if found.box is None else found.box
+    # The records hold JPEGs of the crops; the model saw them decoded.
+    pixels = input_pipeline.decode_resized(
+        self._encode(found.crop.image, self.jpeg_quality), self.image_size)
+    y0, x0, y1, x1 = (float(v) for v in box)
+    return ModelFrame(index, float(time_s), found.has_face,
+                      (x0, y0, x1, y1) if found.has_face else None, pixels,
+                      found.landmarks)
+
+
+def run_windows(logits_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
+                windows: Sequence[Sequence[ModelFrame]], batch_size: int,
+                window: int, image_size: int) -> list[np.ndarray]:
+  """Logits [len(w), K] of each window, `batch_size` windows per call.
+
+  Short windows and the last batch are padded (mask 0), so the network is
+  compiled for one shape only.
+  """
+  out = []
+  for lo in range(0, len(windows), batch_size):
+    part = windows[lo:lo + batch_size]
+    batch = {
+        F.FRAMES: np.zeros((batch_size, window, image_size, image_size, 3),
+                           np.uint8),
+        F.MASK: np.zeros((batch_size, window), np.float32),
+        F.LANDMARKS: np.zeros((batch_size, window, F.NUM_LANDMARKS, 2),
+                              np.float32),
+    }
+    for j, frames in enumerate(part):
+      for t, f in enumerate(frames):
+        batch[F.FRAMES][j, t] = f.image
+        batch[F.LANDMARKS][j, t] = f.landmarks
+        batch[F.MASK][j, t] = 1.0
+    logits = np.asarray(logits_fn(batch), np.float32)
+    out.extend(logits[j, :len(frames)] for j, frames in enumerate(part))
+  return out
+
+
+def predict_stream(logits_fn, frames: Iterable[ModelFrame], window: int,
+                   batch_size: int, image_size: int
+                   ) -> Iterator[tuple[ModelFrame, np.ndarray]]:
+  """(frame, logits [K]) of every frame of a stream, in order.
+
+  Windows of `window` frames start every `window // 2` frames; where the
+  stream does not end on a window boundary one more window ends at its last
+  frame (shorter streams: one padded window). Each frame takes the logits of
+  the window in which it is most central (the earlier on a tie), so every
+  frame has context on both sides where the video allows. Frames are held
+  only until the windows that need them have run.
+  """
+  stride = max(1, window // 2)
+  images: dict[int, ModelFrame] = {}
+  best: dict[int, tuple[float, np.ndarray]] = {}
+  pending: list[int] = []  # Window starts not yet run.
+  state = dict(n=0, next_start=0, emitted=0)
+
+  def run(starts: list[int], n: int) -> None:
+    wins = [[images[i] for i in range(s, min(s + window, n))] for s in starts]
+    for s, w, logits in zip(starts, wins,
+                            run_windows(logits_fn, wins, batch_size, window,
+                                        image_size)):
+      centre = (len(w) - 1) / 2
+      for t in range(len(w)):
+        d = abs(t - centre)
+        if s + t not in best or d < best[s + t][0]:
+          best[s + t] = (d, logits[t])
+
+  def emit(upto: float) -> Iterator[tuple[ModelFrame, np.ndarray]]:
+    while state['emitted'] < state['n'] and state['emitted'] <= upto:
+      i = state['emitted']
+      yield (images[i] if i in images else meta[i]), best.pop(i)[1]
+      meta.pop(i, None)
+      state['emitted'] += 1
+
+  # Frames whose image is no longer needed keep their CSV fields here.
+  meta: dict[int, ModelFrame] = {}
+
+  def release() -> None:
+    keep = min(pending + [state['next_start'] - stride])
+    for i in [i for i in images if i < keep]:
+      f = images.pop(i)
+      if i >= state['emitted']:
+        meta[i] = dataclasses.replace(f, image=None)
+
+  for frame in frames:
+    images[state['n']] = frame
+    state['n'] += 1
+    while state['next_start'] + window <= state['n']:
+      pending.append(state['next_start'])
+      state['next_start'] += stride
+    if len(pending) >= batch_size:
+      starts, pending[:] = pending[:batch_size], pending[batch_size:]
+      run(starts, state['n'])
+      yield from emit(starts[-1] + (window - 1) / 2)
+      release()
+  n = state['n']
+  if n == 0:
+    return
+  last = state['next_start'] - stride  # Start of the last full window.
+  if last < 0 or last + window < n:
+    pending.append(max(0, n - window))
+  run(pending, n)
+  yield from emit(n)
+
+
+def predict_image(logits_fn, frame: ModelFrame, window: int,
+                  batch_size: int, image_size: int) -> np.ndarray:
+  """Logits [K] of a still image: the last of a window of repeats."""
+  return run_windows(logits_fn, [[frame] * window], batch_size, window,
+                     image_size)[0][-1]
+
+
+class AtomicCSV:
+  """A CSV written to `<path>.tmp-<pid>` and renamed to `path` when closed.
+
+  Leaving the `with` block by an exception removes the temporary file, so a
+  crash or Ctrl-C never leaves a file that looks complete.
+  """
+
+  def __init__(self, path: str, header: Sequence[str]):
+    self.path = path
+    self.tmp = f'{path}.tmp-{os.getpid()}'
+    self.header = list(header)
+
+  def __enter__(self):
+    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    self._f = open(self.tmp, 'w', newline='')
+    self._f.write(','.join(self.header) + '\n')
+    return self
+
+  def write(self, values: Sequence[Any]) -> None:
+    self._f.write(','.join(_fmt(v) for v in values) + '\n')
+
+  def __exit__(self, exc_type, exc, tb):
+    self._f.close()
+    if exc_type is None:
+      os.replace(self.tmp, self.path)
+    else:
+      os.remove(self.tmp)
+    return False
+
+
+def _fmt(v) -> str:
+  if v is None:
+    return ''
+  if isinstance(v, (float, np.floating)):
+    return f'{float(v):.6g}'
+  return str(v)
+
+
+class Progress:
+  """'name: 120/900 frames (13%), 42.0 frames/s' on stderr, twice a second."""
+
+  def __init__(self, name: str, total: int | None):
+    self.name, self.total = name, total
+    self.start = self.shown = time.perf_counter()
+    self.n = 0
+
+  def update(self, n: int) -> None:
+    self.n = n
+    now = time.perf_counter()
+    if now - self.shown >= 0.5:
+      self.shown = now
+      self._show(now)
+
+  def _show(self, now: float, end: str = '') -> None:
+    rate = self.n / max(now - self.start, 1e-9)
+    of = ''
+    if self.total:
+      of = f'/{self.total} ({min(100, 100 * self.n // self.total)}%)'
+    print(f'\r{self.name}: {self.n}{of} frames, {rate:.1f} frames/s',
+          end=end, file=sys.stderr, flush=True)
+
+  def done(self) -> float:
+    """Prints the final line; returns frames per second."""
+    now = time.perf_counter()
+    self._show(now, end='\n')
+    return self.n / max(now - self.start, 1e-9)
+
+
+@dataclasses.dataclass
+class Result:
+  """What predicting one file wrote: rows and the series for the plot."""
+  csv: str
+  rows: int
+  frames_per_second: float
+  time: np.ndarray
+  has_face: np.ndarray
+  outputs: np.ndarray  # [rows, K] in column order; NaN without a face.
+  columns: list[str]
+  is_image: bool
+
+
+class Runner:
+  """A loaded model and its preprocessing, predicting file after file."""
+
+  def __init__(self, model: str, batch_size: int = 2):
+    from affect_jax import inference  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    self.predictor = inference.Predictor.load(check_model_dir(model))
+    meta = self.predictor.meta
+    self.preprocess = Preprocess(meta)
+    self.window = int(meta['input']['window'])
+    d = jax.device_count()
+    self.batch_size = max(1, -(-int(batch_size) // d)) * d
+    self.columns = self.predictor.task.columns(self.predictor.output_names)
+
+  def _outputs(self, logits: np.ndarray) -> np.ndarray:
+    act = np.asarray(self.predictor.task.activation(logits[None]))[0]
+    return np.array([act[k] for _, k in self.columns], np.float64)
+
+  def predict_file(self, path: str, output: str,
+                   progress: bool = True) -> Result:
+    """Predicts one video or image into the CSV `output`.
+
+    Raises:
+      AffectJaxError: the file is missing or unreadable; for a video that
+        breaks or ends early, after writing the frames that decoded.
+    """
+    from tfds_builders.core import video  # pylint: disable=g-import-not-at-top
+    if not os.path.isfile(path):
+      raise AffectJaxError(f'Input {path} does not exist or is not a file; '
+                           'pass a video, an image or a folder of them.')
+    names = [name for name, _ in self.columns]
+    header = ['frame', 'time_s', 'has_face', *BOX_COLUMNS, *names]
+    is_image = path.lower().endswith(IMAGE_EXTENSIONS)
+    tracker = self.preprocess.tracker()
+    logits_fn, size = self.predictor.logits, self.preprocess.image_size
+    broken: list[AffectJaxError] = []
+    if is_image:
+      frame = self.preprocess(0, 0.0, video.read_image(path), tracker)
+      stream = iter([(frame, predict_image(logits_fn, frame, self.window,
+                                           self.batch_size, size))])
+      total = 1
+    else:
+      total = video.probe(path, _FIX).frames
+
+      def decoded():
+        try:
+          for f in video.iter_frames(path, _FIX):
+            yield self.preprocess(f.index, f.time, f.image, tracker)
+        except AffectJaxError as e:
+          broken.append(e)
+
+      stream = predict_stream(logits_fn, decoded(), self.window,
+                              self.batch_size, size)
+    bar = Progress(os.path.basename(path), total) if progress else None
+    times, faces, outs = [], [], []
+    empty = [None] * len(names)
+    with AtomicCSV(output, header) as csv:
+      for frame, logits in stream:
+        values = self._outputs(logits)
+        if not frame.has_face:
+          values = np.full(len(names), np.nan)
+        csv.write([frame.index, frame.time, int(frame.has_face),
+                   *(frame.box or [None] * 4),
+                   *(values if frame.has_face else empty)])
+        times.append(frame.time)
+        faces.append(frame.has_face)
+        outs.append(values)
+        if bar:
+          bar.update(len(times))
+      if broken and not times:
+        raise broken[0]
+    fps = bar.done() if bar else 0.0
+    if broken:
+      raise AffectJaxError(
+          f'{broken[0]} Decoding stopped after frame {len(times) - 1} '
+          f'(t={times[-1]:.3f} s): {output} holds the predictions of the '
+          f'{len(times)} frames that decoded.')
+    return Result(output, len(times), fps, np.asarray(times),
+                  np.asarray(faces, bool),
+                  np.asarray(outs).reshape(len(times), len(names)), names,
+                  is_image)
+
+
+def check_model_dir(path: str) -> str:
+  """`path` if it holds a best checkpoint, else one error saying what it is."""
+  if not os.path.exists(path):
+    raise AffectJaxError(f'--model {path} does not exist; pass a training '
+                         'workdir or a folder written by affect_jax.export.')
+  found = checkpointing.find_checkpoints(path)
+  if not os.path.isdir(os.path.join(found, 'best')):
+    raise AffectJaxError(
+        f'{path} holds no trained model (no <stage>/checkpoints/best): pass '
+        'a workdir whose training stage has evaluated at least once, or a '
+        'folder written by python -m affect_jax.export.')
+  return path
+
+
+def list_inputs(folder: str) -> list[str]:
+  """The videos and images of a folder (not recursive), sorted by name."""
+  files = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                 if n.lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS))
+  if not files:
+    raise AffectJaxError(
+        f'Folder {folder} holds no video or image (extensions '
+        f'{", ".join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)}).')
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  twice = sorted({s for s in stems if stems.count(s) > 1})
+  if twice:
+    raise AffectJaxError(
+        f'Folder {folder} holds several files named {twice[0]!r} (different '
+        'extensions) that would write the same CSV; rename one.')
+  return files
+
+
+def predict(model: str, input_path: str, output: str,
+            plot: str | None = None, batch_size: int = 2,
+            progress: bool = True) -> list[Result]:
+  """The command: predicts a file or every file of a folder.
+
+  Raises:
+    AffectJaxError: the first problem; for a folder, after predicting the
+      other files, naming every file that failed.
+  """
+  if not os.path.exists(input_path):
+    raise AffectJaxError(f'Input {input_path} does not exist; pass a video, '
+                         'an image or a folder of them.')
+  folder = os.path.isdir(input_path)
+  files = list_inputs(input_path) if folder else [input_path]
+  if folder and output.lower().endswith('.csv'):
+    raise AffectJaxError(f'--input {input_path} is a folder: --output must '
+                         f'be a folder for its CSVs, not {output}.')
+  runner = Runner(model, batch_size)
+  results, failed = [], []
+  for path in files:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out = os.path.join(output, f'{stem}.csv') if folder else output
+    try:
+      result = runner.predict_file(path, out, progress)
+    except AffectJaxError as e:
+      if not folder:
+        raise
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      failed.append(path)
+      continue
+    results.append(result)
+    if plot:
+      from affect_jax import plots  # pylint: disable=g-import-not-at-top
+      plots.prediction_plot(
+          result.time, result.has_face, result.outputs, result.columns,
+          os.path.join(plot, f'{stem}.png') if folder else plot,
+          title=os.path.basename(path), is_image=result.is_image)
+  if failed:
+    raise AffectJaxError(
+        f'{len(failed)} of {len(files)} files failed (see above): '
+        f'{", ".join(failed)}; the others were written to {output}.')
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  for name in ('model', 'input', 'output'):
+    if not getattr(FLAGS, name):
+      print(f'error: --{name} is required (see --help).', file=sys.stderr)
+      sys.exit(2)
+  try:
+    predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.plot,
+            FLAGS.batch_size)
+  except AffectJaxError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when it runs: no clash on import)."""
+  flags.DEFINE_string('model', None, 'Training workdir, stage or checkpoint '
+                      'folder, or a model folder from affect_jax.export.')
+  flags.DEFINE_string('input', None, 'A video, an image, or a folder of them '
+                      '(one CSV per file).')
+  flags.DEFINE_string('output', None, 'The CSV to write; for a folder --input, '
+                      'the folder to write <file stem>.csv into.')
+  flags.DEFINE_string('plot', None, 'Optional PNG of the predictions over time '
+                      '(an image: a point on the valence-arousal plane); for a '
+                      'folder --input, a folder of <file stem>.png.')
+  flags.DEFINE_integer('batch_size', 2, 'Windows per network call (rounded up '
+                       'to a multiple of the device count); raise it on a GPU.')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,393 @@
+"""affect_jax.predict / affect_jax.export on generated videos and images."""
+
+import csv
+import os
+import struct
+import subprocess
+import sys
+import weakref
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from affect_jax import checkpointing
+from affect_jax import export
+from affect_jax import features as F
+from affect_jax import inference
+from affect_jax import predict
+from affect_jax.errors import AffectJaxError
+from configs import common
+from tfds_builders import core
+from tfds_builders.synthetic_faces import faces
+
+WINDOW = 4
+SIZE = (240, 320)  # Frames dlib finds the drawn face in (subject seed 3).
+
+
+def save_untrained_model(workdir, task, outputs, data,
+                         fmt=checkpointing.MODEL_FORMAT, model_cfg=None,
+                         input_cfg=None):
+  """An untrained ResNet-50 + LSTM (tiny by default) as a run's best checkpoint.
+
+  Also used by benchmarks/predict_speed.py with the full-size network.
+  """
+  cfg = model_cfg
+  if cfg is None:
+    cfg = common.resnet50_lstm()
+    cfg.width, cfg.stage_sizes, cfg.lstm_hidden = 4, (1, 1, 1, 1), 8
+  inp = input_cfg or {'window': WINDOW, 'image_size': 32, 'resize_size': 36,
+                      'normalization': 'imagenet'}
+  model = inference.build_model(cfg, len(outputs))
+  x = np.zeros((1, 2, inp['image_size'], inp['image_size'], 3), np.float32)
+  variables = jax.device_get(dict(jax.jit(
+      lambda r, x: model.init(r, x, train=False))(
+          {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)},
+          x)))
+  record = {
+      'format': fmt, 'step': 3, 'task': task, 'outputs': list(outputs),
+      'label_names': [o for o in outputs if o not in ('arousal', 'valence')],
+      'model': cfg.to_dict(), 'input': dict(inp),
+      'data': data, 'validation': {'ccc_mean': 0.1}, 'versions': {}}
+  ckpt = checkpointing.StageCheckpoints(
+      os.path.join(workdir, 'train', 'checkpoints'))
+  ckpt.save_best(3, variables, record)
+  ckpt.wait()
+  ckpt.close()
+  return str(workdir)
+
+
+FACE_DATA = {'dataset': 'test_faces/1.0.0', 'fps': 25.0, 'detector': 'dlib',
+             'image_size': 48, 'margin': 0.2, 'landmarks': 'none',
+             'emotion_names': []}
+# synthetic_faces records are the whole 32x32 render: no detector, no margin.
+SYNTH_DATA = {'dataset': 'synthetic_faces/tiny/1.0.0', 'fps': 10.0,
+              'frame_size': 32, 'seed': 20,
+              'emotion_names': list(F.REALEYES_EMOTIONS)}
+
+
+@pytest.fixture(scope='module')
+def va_model(tmp_path_factory):
+  return save_untrained_model(tmp_path_factory.mktemp('va_run'), 'va',
+                     ('arousal', 'valence'), FACE_DATA)
+
+
+@pytest.fixture(scope='module')
+def synth_model(tmp_path_factory):
+  return save_untrained_model(tmp_path_factory.mktemp('synth_run'), 'emotions',
+                     F.REALEYES_EMOTIONS, SYNTH_DATA)
+
+
+@pytest.fixture(scope='module')
+def va_runner(va_model):
+  return predict.Runner(va_model)
+
+
+@pytest.fixture(scope='module')
+def synth_runner(synth_model):
+  return predict.Runner(synth_model)
+
+
+def _face_frames(n, size=SIZE):
+  rng = np.random.default_rng(3)
+  subject, video = faces.make_subject(rng), faces.make_video(rng, n, 10.0)
+  return [faces.render_frame(subject, video, i, size)[0] for i in range(n)]
+
+
+def _blank(size=SIZE):
+  return np.full(size + (3,), 120, np.uint8)
+
+
+# 12 frames: a face, then frames 5-7 without one, then the face again.
+NO_FACE = (5, 6, 7)
+
+
+@pytest.fixture(scope='module')
+def face_video(tmp_path_factory):
+  frames = _face_frames(12)
+  for i in NO_FACE:
+    frames[i] = _blank()
+  path = str(tmp_path_factory.mktemp('videos') / 'faces.mp4')
+  core.write_video(path, frames, fps=25, quality=18)
+  return path
+
+
+def _read(path):
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def test_video_rows_times_faces_and_schema(va_runner, face_video, tmp_path):
+  out = str(tmp_path / 'p.csv')
+  result = va_runner.predict_file(face_video, out, progress=False)
+  rows = _read(out)
+  assert result.rows == len(rows) == 12
+  with open(out) as f:
+    assert f.readline().strip() == ('frame,time_s,has_face,x0,y0,x1,y1,'
+                                    'valence,arousal')
+  assert [int(r['frame']) for r in rows] == list(range(12))
+  np.testing.assert_allclose([float(r['time_s']) for r in rows],
+                             np.arange(12) / 25, atol=1e-6)
+  for i, r in enumerate(rows):
+    if i in NO_FACE:
+      assert r['has_face'] == '0'
+      assert all(r[k] == '' for k in ('x0', 'y1', 'valence', 'arousal'))
+    else:
+      assert r['has_face'] == '1'
+      x0, y0, x1, y1 = (float(r[k]) for k in predict.BOX_COLUMNS)
+      # The drawn face sits in the middle of the 320x240 frame.
+      assert 60 < x0 < 160 < x1 < 260 and 20 < y0 < 120 < y1 < 230
+      assert np.isfinite(float(r['valence'])) and -10 < float(
+          r['arousal']) < 10
+  assert os.listdir(tmp_path) == ['p.csv']  # No temporary file left.
+
+
+def test_predictions_are_the_training_preprocessing(va_runner, face_video):
+  """Frame 2 of the video predicted alone equals the builder's record path."""
+  frames = list(core.iter_frames(face_video))
+  pre = va_runner.preprocess
+  tracker = pre.tracker()
+  model_frames = [pre(f.index, f.time, f.image, tracker) for f in frames[:4]]
+  # What a builder stores and the input pipeline feeds, for the same frames.
+  config = core.VideoFrameConfig(name='t', detector='dlib', landmarks='none',
+                                 image_size=48, margin=0.2)
+  from affect_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import builder  # pylint: disable=g-import-not-at-top
+  spec = core.VideoSpec('v', 's', face_video, lambda i, t: core.FrameLabels())
+  records = [r for _, r in builder.video_records(spec, 0, config, 0)][:4]
+  for mf, r in zip(model_frames, records):
+    np.testing.assert_array_equal(
+        mf.image, input_pipeline.decode_resized(r[F.RECORD_IMAGE], 32))
+    assert mf.has_face == r[F.RECORD_HAS_FACE]
+
+
+def test_windows_take_the_most_central_prediction():
+  """Each frame's logits come from the window where it is most central."""
+  window, batch = 6, 2
+
+  def logits_fn(b):
+    # Output = (frame index read from the pixels, position in the window).
+    idx = b[F.FRAMES][:, :, 0, 0, 0].astype(np.float32)
+    pos = np.broadcast_to(np.arange(window, dtype=np.float32), idx.shape)
+    return np.stack([idx, pos], -1)
+
+  live = weakref.WeakSet()
+  most = []
+
+  def stream(n):
+    for i in range(n):
+      frame = predict.ModelFrame(i, i / 10, True, None,
+                                 np.full((2, 2, 3), i, np.uint8),
+                                 np.zeros((68, 2), np.float32))
+      live.add(frame)
+      most.append(len(live))
+      yield frame
+
+  stride = window // 2
+  for n in (1, 5, 6, 7, 13, 40):
+    starts = list(range(0, n - window + 1, stride))
+    if not starts or starts[-1] + window < n:
+      starts.append(max(0, n - window))
+    want = []
+    for i in range(n):
+      spans = [(s, min(s + window, n)) for s in starts if s <= i < s + window]
+      d = [abs(i - s - (e - s - 1) / 2) for s, e in spans]
+      want.append(i - spans[int(np.argmin(d))][0])
+    got = [(f.index, tuple(l)) for f, l in
+           predict.predict_stream(logits_fn, stream(n), window, batch, 2)]
+    assert [i for i, _ in got] == list(range(n))
+    assert [l for _, l in got] == [(i, p) for i, p in zip(range(n), want)]
+  # Frames are held only as long as a window needs them.
+  assert max(most) <= window + (batch + 1) * stride + 1
+
+
+def test_synthetic_model_whole_frame_classes_and_vfr(synth_runner,
+                                                     tmp_path):
+  """No detector in the dataset: whole frame, has_face=1, class columns."""
+  times = [0.0, 0.04, 0.1, 0.35, 0.36, 0.9, 1.0, 1.5, 1.52]
+  path = str(tmp_path / 'vfr.mp4')
+  core.write_video(path, _face_frames(len(times), (64, 64)), fps=25,
+                   times=times)
+  out = str(tmp_path / 'vfr.csv')
+  synth_runner.predict_file(path, out, progress=False)
+  rows = _read(out)
+  assert len(rows) == len(times)
+  np.testing.assert_allclose([float(r['time_s']) for r in rows], times,
+                             atol=1e-3)
+  assert list(rows[0]) == ['frame', 'time_s', 'has_face', 'x0', 'y0', 'x1',
+                           'y1', *F.REALEYES_EMOTIONS]
+  for r in rows:
+    assert r['has_face'] == '1'
+    assert [float(r[k]) for k in predict.BOX_COLUMNS] == [0, 0, 64, 64]
+    p = np.array([float(r[c]) for c in F.REALEYES_EMOTIONS])
+    assert ((0 < p) & (p < 1)).all()
+
+
+def test_odd_resolution_mkv(synth_runner, tmp_path):
+  import av  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'odd.mkv')
+  with av.open(path, 'w') as c:
+    s = c.add_stream('ffv1', rate=10)
+    s.width, s.height, s.pix_fmt = 161, 97, 'yuv444p'
+    for image in _face_frames(5, (97, 161)):
+      c.mux(s.encode(av.VideoFrame.from_ndarray(image, format='rgb24')))
+    c.mux(s.encode())
+  out = str(tmp_path / 'odd.csv')
+  synth_runner.predict_file(path, out, progress=False)
+  rows = _read(out)
+  assert len(rows) == 5
+  assert [float(rows[0][k]) for k in predict.BOX_COLUMNS] == [0, 0, 161, 97]
+
+
+def _rotate_mp4(path, degrees_clockwise=90):
+  """Sets the display matrix of an .mp4's first track (as phones do)."""
+  data = bytearray(open(path, 'rb').read())
+  matrix = {90: (0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)}
+  at = data.find(b'tkhd') + 44  # version 0 tkhd: the matrix's offset.
+  data[at:at + 36] = struct.pack('>9i', *matrix[degrees_clockwise])
+  open(path, 'wb').write(data)
+
+
+def test_rotation_metadata_is_honoured(synth_runner, tmp_path):
+  image = np.zeros((48, 64, 3), np.uint8)
+  image[:8, :8] = 255  # Top-left marker.
+  path = str(tmp_path / 'rot.mp4')
+  core.write_video(path, [image] * 3, fps=10, quality=10)
+  _rotate_mp4(path)
+  frames = list(core.iter_frames(path))
+  assert frames[0].image.shape == (64, 48, 3)
+  # Turned clockwise for display: the marker is now top-right.
+  assert frames[0].image[:8, -8:].mean() > 200
+  out = str(tmp_path / 'rot.csv')
+  synth_runner.predict_file(path, out, progress=False)
+  rows = _read(out)
+  assert len(rows) == 3
+  assert [float(rows[0][k]) for k in predict.BOX_COLUMNS] == [0, 0, 48, 64]
+
+
+def test_image_and_folder(va_model, tmp_path):
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  Image.fromarray(_face_frames(1)[0]).save(folder / 'photo.png')
+  Image.fromarray(_blank()).save(folder / 'wall.jpg')
+  core.write_video(str(folder / 'clip.mp4'), _face_frames(3), fps=25)
+  (folder / 'notes.txt').write_text('not an input')
+  out, plots = tmp_path / 'out', tmp_path / 'plots'
+  results = predict.predict(va_model, str(folder), str(out), str(plots),
+                            progress=False)
+  assert sorted(os.listdir(out)) == ['clip.csv', 'photo.csv', 'wall.csv']
+  assert sorted(os.listdir(plots)) == ['clip.png', 'photo.png', 'wall.png']
+  assert [r.rows for r in results] == [3, 1, 1]
+  photo = _read(out / 'photo.csv')
+  assert photo[0]['frame'] == '0' and float(photo[0]['time_s']) == 0
+  assert photo[0]['has_face'] == '1' and photo[0]['valence'] != ''
+  wall = _read(out / 'wall.csv')
+  assert wall[0]['has_face'] == '0' and wall[0]['valence'] == ''
+  with pytest.raises(AffectJaxError, match='must be a folder'):
+    predict.predict(va_model, str(folder), str(tmp_path / 'x.csv'))
+
+
+def test_plot_of_a_video(va_runner, face_video, tmp_path):
+  result = va_runner.predict_file(face_video, str(tmp_path / 'p.csv'),
+                                  progress=False)
+  from affect_jax import plots  # pylint: disable=g-import-not-at-top
+  path = plots.prediction_plot(result.time, result.has_face, result.outputs,
+                               result.columns, str(tmp_path / 'p.png'))
+  assert os.path.getsize(path) > 1000
+
+
+def test_bad_inputs(va_runner, va_model, tmp_path):
+  out = str(tmp_path / 'o.csv')
+  with pytest.raises(AffectJaxError, match='does not exist'):
+    predict.predict(va_model, str(tmp_path / 'nope.mp4'), out)
+  text = tmp_path / 'text.mp4'
+  text.write_text('hello, I am not a video\n' * 50)
+  with pytest.raises(AffectJaxError, match='not a video'):
+    va_runner.predict_file(str(text), out, progress=False)
+  png = tmp_path / 'broken.png'
+  png.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 40)
+  with pytest.raises(AffectJaxError, match='Cannot decode image'):
+    va_runner.predict_file(str(png), out, progress=False)
+  assert sorted(os.listdir(tmp_path)) == ['broken.png', 'text.mp4']
+
+
+def test_truncated_video_keeps_what_decodes(synth_runner, tmp_path):
+  path = str(tmp_path / 'cut.mp4')
+  rng = np.random.default_rng(0)
+  noise = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+           for _ in range(40)]
+  core.write_video(path, noise, fps=25, options={'movflags': 'faststart'})
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:
+    f.truncate(size // 2)
+  out = str(tmp_path / 'cut.csv')
+  with pytest.raises(AffectJaxError, match='ends early|failed') as e:
+    synth_runner.predict_file(path, out, progress=False)
+  rows = _read(out)
+  assert 0 < len(rows) < 40
+  assert f'holds the predictions of the {len(rows)} frames' in str(e.value)
+  assert 'skip_broken' not in str(e.value)
+
+
+def test_output_is_atomic(synth_runner, tmp_path, monkeypatch):
+  path = str(tmp_path / 'v.mp4')
+  core.write_video(path, _face_frames(8, (64, 64)), fps=25)
+  out = tmp_path / 'v.csv'
+  out.write_text('old\n')
+  calls = []
+  real = synth_runner.preprocess.__class__.__call__
+
+  def failing(self, *args):
+    calls.append(1)
+    if len(calls) > 6:
+      raise KeyboardInterrupt
+    return real(self, *args)
+
+  monkeypatch.setattr(predict.Preprocess, '__call__', failing)
+  with pytest.raises(KeyboardInterrupt):
+    synth_runner.predict_file(path, str(out), progress=False)
+  # The earlier file is untouched and no temporary file is left.
+  assert out.read_text() == 'old\n'
+  assert sorted(os.listdir(tmp_path)) == ['v.csv', 'v.mp4']
+
+
+def test_export_then_predict_gives_the_same_numbers(synth_model, tmp_path):
+  model_dir = str(tmp_path / 'model')
+  record = export.export(synth_model, model_dir)
+  assert record['task'] == 'emotions'
+  assert sorted(os.listdir(model_dir)) == ['best', 'model.json']
+  path = str(tmp_path / 'v.mp4')
+  core.write_video(path, _face_frames(7, (64, 64)), fps=25)
+  a, b = str(tmp_path / 'a.csv'), str(tmp_path / 'b.csv')
+  predict.predict(synth_model, path, a, progress=False)
+  predict.predict(model_dir, path, b, progress=False)
+  assert open(a).read() == open(b).read()
+  with pytest.raises(AffectJaxError, match='not an empty folder'):
+    export.export(synth_model, model_dir)
+
+
+def test_model_folder_errors(tmp_path):
+  empty = tmp_path / 'run'
+  empty.mkdir()
+  with pytest.raises(AffectJaxError, match='holds no trained model'):
+    predict.Runner(str(empty))
+  with pytest.raises(AffectJaxError, match='does not exist'):
+    predict.Runner(str(tmp_path / 'missing'))
+  old = save_untrained_model(tmp_path / 'old', 'va', ('arousal', 'valence'),
+                    FACE_DATA, fmt='affect_jax.model/0')
+  with pytest.raises(AffectJaxError, match='incompatible|format'):
+    predict.Runner(old)
+
+
+def test_cli_error_is_one_line(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep +
+             os.environ.get('PYTHONPATH', ''), JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.predict', f'--model={tmp_path}',
+       f'--input={tmp_path / "missing.mp4"}', f'--output={tmp_path}/o.csv'],
+      capture_output=True, text=True, env=env, timeout=120, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.startswith('error: Input') and 'Traceback' not in (
+      proc.stderr)
