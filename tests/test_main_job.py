@@ -1,6 +1,10 @@
 """The README's main job end to end: it must learn, and a frozen random trunk
 must not (the synthetic dataset's signal is in the faces, not in who or where
-they are). These are the two slow tests of the suite (~6 and ~2 minutes)."""
+they are). Two of the slow tests of the suite (~7 and ~2 minutes).
+
+The README job reaches test CCC 0.57 / 0.65 (valence / arousal) on the pinned
+packages; 0.45 leaves room for other package versions and thread counts while
+staying far above the frozen control."""
 
 import json
 import os
@@ -29,16 +33,20 @@ def _main(config, workdir, data_dir, *overrides):
 
 
 @pytest.mark.slow
-def test_readme_main_job_reaches_ccc_above_half(tmp_path, default_data_dir):
+def test_readme_main_job_learns(tmp_path, default_data_dir):
   results, stdout = _main('configs/realeyes.py:synthetic', str(tmp_path),
                           default_data_dir)
-  assert results['ccc_valence'] >= 0.5, results
-  assert results['ccc_arousal'] >= 0.5, results
+  assert results['ccc_valence'] >= 0.45, results
+  assert results['ccc_arousal'] >= 0.45, results
   assert 'Test results' in stdout and 'frames/s' in stdout
   for stage in ('pretrain', 'finetune'):
     assert os.path.exists(tmp_path / stage / 'metrics.csv')
+    assert os.path.exists(tmp_path / stage / 'learning_curves.png')
     assert any(n.startswith('events.out.tfevents')
                for n in os.listdir(tmp_path / stage))
+  post = json.load(open(tmp_path / 'postprocess' / 'results.json'))
+  assert post['test']['before']['ccc_valence'] == pytest.approx(
+      results['ccc_valence'])
 
 
 @pytest.mark.slow
