@@ -52,25 +52,30 @@ def _slices_max_pool(x):
   return out
 
 
-def jax_case(module, x, compiler_options=None, fn=None):
-  """A blocking step: value and grads of sum(out * cot) w.r.t. x and params."""
+def jax_case(module, x, compiler_options=None, fn=None, weights=None):
+  """A blocking step: value and grads of sum(out * cot) w.r.t. x and params.
+
+  `fn(x, weights)` instead of a module: a plain function of the input and
+  a weight tree. Everything is an argument, so nothing is constant-folded.
+  """
   rng = np.random.default_rng(1)
   if fn is None:
     variables = module.init(jax.random.PRNGKey(0), x)
     apply = lambda v, x: module.apply(v, x, mutable=['batch_stats'])[0]
   else:
-    variables, apply = {}, lambda v, x: fn(x)
+    variables = {} if weights is None else weights
+    apply = lambda v, x: fn(x, v)
   cot = jnp.asarray(rng.standard_normal(
       jax.eval_shape(apply, variables, x).shape, np.float32))
   grad = jax.jit(jax.value_and_grad(
-      lambda v, x: jnp.sum(apply(v, x) * cot), argnums=(0, 1)))
-  compiled = grad.lower(variables, x).compile(compiler_options)
-  return lambda: jax.block_until_ready(compiled(variables, x))
+      lambda v, x, cot: jnp.sum(apply(v, x) * cot), argnums=(0, 1)))
+  compiled = grad.lower(variables, x, cot).compile(compiler_options)
+  return lambda: jax.block_until_ready(compiled(variables, x, cot))
 
 
 def torch_case(module, x, channels_last=False):
   import torch
-  x = torch.from_numpy(np.asarray(x))
+  x = torch.from_numpy(np.array(x))
   if x.ndim == 4:
     x = x.permute(0, 3, 1, 2)  # NHWC memory viewed as NCHW.
     if channels_last:
@@ -123,26 +128,26 @@ def cases(b: int, tiny: bool):
   t1 = torch.nn.Conv2d(256, 64, 1, bias=False)
   out['conv 1x1 256->64'] = {
       'JAX nn.Conv': jax_case(nn.Conv(64, (1, 1), use_bias=False), x256),
-      'JAX 4-D jnp.dot': jax_case(None, x256, fn=lambda x: jnp.dot(x, kernel)),
+      'JAX 4-D jnp.dot': jax_case(None, x256, fn=jnp.dot, weights=kernel),
       'JAX Conv1x1 (2-D matmul)': jax_case(resnet.Conv1x1(64), x256),
       'torch NCHW': torch_case(t1, x256),
       'torch channels-last': torch_case(t1, x256, True)}
   tp = torch.nn.MaxPool2d(3, 2, 1)
   out['max-pool 3x3/2'] = {
-      'JAX nn.max_pool': jax_case(None, pool_in, fn=lambda x: nn.max_pool(
-          x, (3, 3), (2, 2), ((1, 1), (1, 1)))),
-      'JAX 9 strided slices (before)': jax_case(None, pool_in,
-                                                fn=_slices_max_pool),
-      'JAX int8 argmax (pooling)': jax_case(None, pool_in,
-                                            fn=pooling.max_pool_3x3_s2),
+      'JAX nn.max_pool': jax_case(None, pool_in, fn=lambda x, _: (
+          nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))))),
+      'JAX 9 strided slices (before)': jax_case(
+          None, pool_in, fn=lambda x, _: _slices_max_pool(x)),
+      'JAX int8 argmax (pooling)': jax_case(
+          None, pool_in, fn=lambda x, _: pooling.max_pool_3x3_s2(x)),
       'torch NCHW': torch_case(tp, pool_in),
       'torch channels-last': torch_case(tp, pool_in, True)}
   t2 = torch.nn.MaxPool2d(2, 2)
   out['max-pool 2x2/2'] = {
-      'JAX nn.max_pool': jax_case(None, x64, fn=lambda x: nn.max_pool(
-          x, (2, 2), (2, 2))),
-      'JAX reshape max (pooling)': jax_case(None, x64,
-                                            fn=pooling.max_pool_2x2),
+      'JAX nn.max_pool': jax_case(None, x64, fn=lambda x, _: (
+          nn.max_pool(x, (2, 2), (2, 2)))),
+      'JAX reshape max (pooling)': jax_case(
+          None, x64, fn=lambda x, _: pooling.max_pool_2x2(x)),
       'torch NCHW': torch_case(t2, x64),
       'torch channels-last': torch_case(t2, x64, True)}
   bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)

@@ -21,11 +21,13 @@ two compute the same loss and gradients, so the comparison is like for like.
 
 All variants run interleaved in one process on the same batch (median of
 `--steps` after `--warmup`). The table gives ms/step, steps/s, frames/s,
-the peak resident memory above the start of a step (CPU) or the device's
-peak (GPU), first-step time (JAX: compilation), and XLA's FLOP count of the
-step with the achieved FLOP/s (MFU against the device's bf16 peak on a
-GPU). `--xla_default` adds the JAX step compiled with XLA's own CPU
-convolution setting (YNNPACK), which `affect_jax.xla_flags` replaces. The
+peak memory (on a GPU the device's peak; on CPU, with --memory, the growth
+of resident memory over two steps of the variant run alone in a fresh
+process), XLA's own buffer total for the JAX step, the compilation time
+(JAX, ahead of time) and first-step time, and XLA's FLOP count of the step
+with the achieved FLOP/s (MFU against the device's bf16 peak on a GPU).
+`--xla_default` adds the JAX step compiled with XLA's own CPU convolution
+setting (YNNPACK), which `affect_jax.xla_flags` replaces. The
 last line, `jax_over_torch_train_throughput=R`, is JAX frames/s over the
 fastest PyTorch variant's.
 """
@@ -72,7 +74,7 @@ class Shape:
   dropout: float = 0.5
 
 
-TINY = Shape(batch=1, frames=2, size=32, width=4, stage_sizes=(1, 1, 1, 1),
+TINY = Shape(batch=1, frames=2, size=32, width=4, stage_sizes=(1, 1),
              lstm_hidden=8, gru_hidden=8, fc=16)
 
 
@@ -211,7 +213,7 @@ class Variant:
   step: Any
   compile_s: float | None = None
   flops: float | None = None
-  device_peak_mb: Any = None
+  xla_memory_mb: float | None = None  # XLA's buffers: args + temps + outs.
 
 
 def jax_variant(name: str, label: str, model, variables, batch,
@@ -219,15 +221,20 @@ def jax_variant(name: str, label: str, model, variables, batch,
   """A compiled (AOT) JAX training step and its FLOP count."""
   import time
   tx = optax.adam(1e-4)
-  params = jax.tree.map(jnp.asarray, variables['params'])
-  state = (params, jax.tree.map(jnp.asarray, variables.get('batch_stats', {})),
-           tx.init(params))
+  # Copies: the step donates its state, and other variants share `variables`.
+  copy = lambda tree: jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+  params = copy(variables['params'])
+  state = (params, copy(variables.get('batch_stats', {})), tx.init(params))
   batch = jax.tree.map(jnp.asarray, batch)
   jitted = jax.jit(jax_train_step(model, tx),
                    donate_argnums=(0,) if donate else ())
   t = time.perf_counter()
   compiled = jitted.lower(state, batch).compile(compiler_options)
   compile_s = time.perf_counter() - t
+  mem = compiled.memory_analysis()
+  xla_mb = None if mem is None else (
+      mem.temp_size_in_bytes + mem.argument_size_in_bytes
+      + mem.output_size_in_bytes - mem.alias_size_in_bytes) / 2**20
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
@@ -237,8 +244,8 @@ def jax_variant(name: str, label: str, model, variables, batch,
     holder[0], loss = compiled(holder[0], batch)
     jax.block_until_ready(loss)
 
-  return Variant(label, 'jax', step, compile_s,
-                 (cost or {}).get('flops'))
+  return Variant(label, 'jax', step, compile_s, (cost or {}).get('flops'),
+                 xla_mb)
 
 
 def torch_variant(name: str, label: str, model, batch, *,
@@ -273,10 +280,14 @@ def torch_variant(name: str, label: str, model, batch, *,
   return Variant(label, 'torch', step)
 
 
-def variants(name: str, shape: Shape, args) -> list[Variant]:
-  """Every framework variant of model `name` that this machine runs."""
+def variants(name: str, shape: Shape, args,
+             only: int | None = None) -> list[Variant]:
+  """Every framework variant of model `name` that this machine runs.
+
+  `only` builds just the variant of that index (the others are None).
+  """
+  import copy
   batch = make_batch(shape)
-  out = []
   on_cpu = jax.default_backend() == 'cpu'
   dtype = jnp.dtype(args.dtype)
   tm = torch_model(name, shape) if not args.no_torch else None
@@ -288,30 +299,58 @@ def variants(name: str, shape: Shape, args) -> list[Variant]:
         landmarks=batch['landmarks'][:, :1])
   model = jax_model(name, shape, dtype)
   suffix = '' if args.dtype == 'float32' else f' {args.dtype}'
-  out.append(jax_variant(name, f'JAX/Flax jit{suffix}', model, variables,
-                         batch))
+  make = [lambda: jax_variant(name, f'JAX/Flax jit{suffix}', model,
+                              variables, batch)]
   if args.xla_default and on_cpu:
-    out.append(jax_variant(name, 'JAX/Flax jit, XLA default (YNNPACK conv)',
-                           model, variables, batch,
-                           xla_flags.CPU_DEFAULT_COMPILER_OPTIONS))
-  if tm is None:
-    return out
-  import copy
-  import torch
-  device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  out.append(torch_variant(name, 'PyTorch eager NCHW', copy.deepcopy(tm),
-                           batch, channels_last=False, device=device))
-  out.append(torch_variant(name, 'PyTorch eager channels-last',
-                           copy.deepcopy(tm), batch, channels_last=True,
-                           device=device))
-  if args.torch_compile:
-    out.append(torch_variant(name, 'PyTorch torch.compile channels-last',
-                             copy.deepcopy(tm), batch, channels_last=True,
-                             compile_=True, device=device))
-  if device == 'cuda':
-    out.append(torch_variant(name, 'PyTorch eager channels-last AMP bf16',
-                             copy.deepcopy(tm), batch, channels_last=True,
-                             amp=True, device=device))
+    make.append(lambda: jax_variant(
+        name, 'JAX/Flax jit, XLA default (YNNPACK conv)', model, variables,
+        batch, xla_flags.CPU_DEFAULT_COMPILER_OPTIONS))
+  if args.no_donate:
+    make.append(lambda: jax_variant(
+        name, 'JAX/Flax jit, state not donated', model, variables, batch,
+        donate=False))
+  if tm is not None:
+    import torch
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    torch_kinds = [('PyTorch eager NCHW', dict(channels_last=False)),
+                   ('PyTorch eager channels-last', dict(channels_last=True))]
+    if args.torch_compile:
+      torch_kinds.append(('PyTorch torch.compile channels-last',
+                          dict(channels_last=True, compile_=True)))
+    if device == 'cuda':
+      torch_kinds.append(('PyTorch eager channels-last AMP bf16',
+                          dict(channels_last=True, amp=True)))
+    for label, kw in torch_kinds:
+      make.append(lambda label=label, kw=kw: torch_variant(
+          name, label, copy.deepcopy(tm), batch, device=device, **kw))
+  return [m() if only is None or i == only else None
+          for i, m in enumerate(make)]
+
+
+def _memory_child(name: str, index: int, args) -> None:
+  """Builds variant `index` alone, runs 2 steps, prints its memory as JSON."""
+  import json
+  v = variants(name, _shape(args), args, only=index)[index]
+  rss = harness.RssPeak(0.005)
+  start = rss.reset()
+  for _ in range(2):
+    v.step()
+  print(json.dumps({'variant': v.name, 'step_peak_mb': rss.peak_above(start),
+                    'process_peak_mb': rss.peak / 2**20}))
+  rss.close()
+
+
+def measure_memory(name: str, count: int, argv: list[str]) -> list[dict]:
+  """Peak RSS growth of each variant's steps, each in a fresh process."""
+  import json
+  import subprocess
+  out = []
+  for i in range(count):
+    res = subprocess.run(
+        [sys.executable, __file__, '--models', name,
+         '--memory_child', str(i)] + argv,
+        check=True, capture_output=True, text=True)
+    out.append(json.loads(res.stdout.strip().splitlines()[-1]))
   return out
 
 
@@ -327,7 +366,7 @@ def run_model(name: str, shape: Shape, args) -> list[dict[str, Any]]:
   for v in vs:
     t = timed[v.name]
     s = t['median_s']
-    memory = t['peak_rss_mb']
+    memory = None  # CPU: --memory measures it in separate processes.
     if on_gpu and v.framework == 'jax':
       stats = jax.devices()[0].memory_stats() or {}
       memory = stats.get('peak_bytes_in_use', 0) / 2**20
@@ -338,6 +377,7 @@ def run_model(name: str, shape: Shape, args) -> list[dict[str, Any]]:
         'model': name, 'variant': v.name, 'framework': v.framework,
         'ms_per_step': 1000 * s, 'steps_per_s': 1 / s,
         'frames_per_s': frames / s, 'peak_memory_mb': memory,
+        'xla_memory_mb': v.xla_memory_mb,
         'first_step_s': t['first_s'], 'compile_s': v.compile_s,
         'flops_per_step': v.flops,
         'achieved_tflops': v.flops / s / 1e12 if v.flops else None,
@@ -355,6 +395,29 @@ def throughput_ratio(rows: list[dict[str, Any]]) -> float | None:
   if not jax_rows or not torch_rows:
     return None
   return max(jax_rows) / max(torch_rows)
+
+
+def _shape(args) -> Shape:
+  if args.tiny:
+    return TINY
+  return dataclasses.replace(Shape(), batch=args.batch, frames=args.frames,
+                             size=args.size)
+
+
+def _strip_value_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+  """argv without `--flag value` / `--flag=value` pairs of `flags`."""
+  out, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+      continue
+    if a in flags:
+      skip = True
+      continue
+    if any(a.startswith(f + '=') for f in flags):
+      continue
+    out.append(a)
+  return out
 
 
 def _fmt(v, spec):
@@ -376,18 +439,21 @@ def main(argv=None):
                  help="also time JAX with XLA's default CPU convolutions")
   p.add_argument('--torch_compile', action='store_true',
                  help='also time torch.compile (slow to compile on CPU)')
+  p.add_argument('--no_donate', action='store_true',
+                 help='also time JAX without donating the state buffers')
   p.add_argument('--no_torch', action='store_true')
+  p.add_argument('--memory', action='store_true',
+                 help='peak memory of each variant in its own process '
+                 '(CPU; slower: everything is built twice)')
+  p.add_argument('--memory_child', type=int, default=None,
+                 help=argparse.SUPPRESS)
   p.add_argument('--tiny', action='store_true',
                  help='tiny widths and shapes (a smoke test)')
   p.add_argument('--json', default=None, help='write the results here')
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
   names = MODELS if args.models == 'all' else tuple(args.models.split(','))
-  base = TINY if args.tiny else Shape()
-  shape = dataclasses.replace(base, batch=args.batch if not args.tiny
-                              else base.batch,
-                              frames=args.frames if not args.tiny
-                              else base.frames,
-                              size=args.size if not args.tiny else base.size)
+  shape = _shape(args)
   if not args.no_torch:
     try:
       import torch
@@ -395,20 +461,32 @@ def main(argv=None):
     except ImportError:
       print('(PyTorch not installed: pip install -e ".[torch]")')
       args.no_torch = True
+  if args.memory_child is not None:
+    _memory_child(names[0], args.memory_child, args)
+    return
 
   rows = []
   for name in names:
-    rows += run_model(name, shape, args)
+    model_rows = run_model(name, shape, args)
+    if args.memory and jax.default_backend() == 'cpu':
+      child_argv = _strip_value_flags([a for a in argv if a != '--memory'],
+                                      ('--models', '--json'))
+      for r, m in zip(model_rows, measure_memory(name, len(model_rows),
+                                                 child_argv)):
+        r['peak_memory_mb'] = m['step_peak_mb']
+        r['process_peak_mb'] = m['process_peak_mb']
+    rows += model_rows
   harness.describe(
       f'Training step (fwd + CCC loss + bwd + Adam), batch {shape.batch} x '
       f'{shape.frames} frames at {shape.size}x{shape.size}, width '
       f'{shape.width}, median of {args.steps} interleaved steps')
   print_table(
       ['model: variant', 'ms/step', 'steps/s', 'frames/s', 'peak MB',
-       'compile s', 'first step s', 'GFLOP/step', 'TFLOP/s', 'MFU'],
+       'XLA MB', 'compile s', 'first step s', 'GFLOP/step', 'TFLOP/s', 'MFU'],
       [(f"{r['model']}: {r['variant']}", f"{r['ms_per_step']:.0f}",
         f"{r['steps_per_s']:.3f}", r['frames_per_s'],
-        _fmt(r['peak_memory_mb'], '.0f'), _fmt(r['compile_s'], '.1f'),
+        _fmt(r['peak_memory_mb'], '.0f'), _fmt(r['xla_memory_mb'], '.0f'),
+        _fmt(r['compile_s'], '.1f'),
         _fmt(r['first_step_s'], '.1f'),
         _fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '.0f'),
         _fmt(r['achieved_tflops'], '.3f'), _fmt(r['mfu'], '.1%'))

@@ -186,7 +186,7 @@ class AffWildNet(nn.Module):
     if trunk == 'resnet50':
       self.trunk = ResNet(stage_sizes=stage_sizes, width=width)
       self.trunk.fc = nn.Identity()  # Features only.
-      feats = 32 * width
+      feats = self.trunk.inplanes
     else:
       self.trunk = nn.Module()
       self.trunk.features, ch = _vgg16_features(width)
