@@ -51,13 +51,18 @@ def main(argv=None):
   p.add_argument('--image_size', type=int, default=150)
   p.add_argument('--resize_size', type=int, default=170)
   p.add_argument('--batches', type=int, default=20)
-  p.add_argument('--workers', default='0,1,2')
+  p.add_argument('--workers', default='0,1,2',
+                 help='input.num_workers values to compare')
   p.add_argument('--threads', type=int, default=2,
                  help='input.num_threads (grain read threads)')
   p.add_argument('--model_frames_per_s', type=float, default=None)
   p.add_argument('--train_json', default=None)
   p.add_argument('--json', default=None)
   args = p.parse_args(argv)
+  # grain's worker processes read absl flags, which no app.run parsed here.
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
   with tempfile.TemporaryDirectory() as tmp:
     cfg = realeyes.get_config('synthetic')

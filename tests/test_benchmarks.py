@@ -104,7 +104,7 @@ def test_input_pipeline_prints_table(capsys, tiny_data_dir):
   input_pipeline.main(['--builder_config', 'tiny', '--data_dir',
                        tiny_data_dir, '--window', '4', '--image_size', '24',
                        '--resize_size', '28', '--batches', '2', '--workers',
-                       '0', '--threads', '1', '--model_frames_per_s', '10'])
+                       '0,1', '--threads', '1', '--model_frames_per_s', '10'])
   printed = capsys.readouterr().out
   assert '| 0 workers' in printed
   assert 'training step consumes' in printed
