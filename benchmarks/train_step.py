@@ -216,7 +216,7 @@ class Variant:
   xla_memory_mb: float | None = None  # XLA's buffers: args + temps + outs.
 
 
-def jax_variant(name: str, label: str, model, variables, batch,
+def jax_variant(label: str, model, variables, batch,
                 compiler_options=None, donate: bool = True) -> Variant:
   """A compiled (AOT) JAX training step and its FLOP count."""
   import time
@@ -299,15 +299,15 @@ def variants(name: str, shape: Shape, args,
         landmarks=batch['landmarks'][:, :1])
   model = jax_model(name, shape, dtype)
   suffix = '' if args.dtype == 'float32' else f' {args.dtype}'
-  make = [lambda: jax_variant(name, f'JAX/Flax jit{suffix}', model,
-                              variables, batch)]
+  make = [lambda: jax_variant(f'JAX/Flax jit{suffix}', model, variables,
+                              batch)]
   if args.xla_default and on_cpu:
     make.append(lambda: jax_variant(
-        name, 'JAX/Flax jit, XLA default (YNNPACK conv)', model, variables,
+        'JAX/Flax jit, XLA default (YNNPACK conv)', model, variables,
         batch, xla_flags.CPU_DEFAULT_COMPILER_OPTIONS))
   if args.no_donate:
     make.append(lambda: jax_variant(
-        name, 'JAX/Flax jit, state not donated', model, variables, batch,
+        'JAX/Flax jit, state not donated', model, variables, batch,
         donate=False))
   if tm is not None:
     import torch

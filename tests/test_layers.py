@@ -110,3 +110,22 @@ def test_xla_flag_is_in_effect_after_import():
   if os.environ.get(xla_flags.OPT_OUT_ENV) == '0':
     pytest.skip('opted out')
   assert xla_flags.FLAG_NAME in os.environ.get('XLA_FLAGS', '')
+
+
+def test_fast_layers_work_on_batch_sharded_arrays():
+  # The trainer shards the batch over an explicit `data` mesh axis, where
+  # every reshape of a sharded array needs its output sharding.
+  mesh = jax.make_mesh((1,), ('data',))
+  sharding = jax.sharding.NamedSharding(mesh,
+                                        jax.sharding.PartitionSpec('data'))
+  x = _normal((2, 9, 8, 4))
+  conv = resnet.Conv1x1(3)
+  variables = conv.init(jax.random.PRNGKey(0), x)
+
+  def loss(x):
+    return (jnp.sum(pooling.max_pool_3x3_s2(x)**2)
+            + jnp.sum(pooling.max_pool_2x2(x)**2)
+            + jnp.sum(conv.apply(variables, x)**2))
+
+  got = jax.jit(jax.grad(loss))(jax.device_put(x, sharding))
+  np.testing.assert_allclose(got, jax.grad(loss)(x), rtol=1e-5, atol=1e-6)

@@ -25,6 +25,23 @@ import jax
 import jax.numpy as jnp
 
 
+def reshape_keep_batch(x, shape):
+  """`jnp.reshape` whose leading (batch) axis keeps its sharding.
+
+  Under explicit sharding (the trainer's `data` mesh axis) JAX asks every
+  reshape of a sharded array for its output sharding; these reshapes only
+  regroup the other axes (or fold them into the batch axis), so the
+  batch axis's sharding carries over and the rest is unsharded.
+  """
+  sharding = jax.typeof(x).sharding
+  spec = getattr(sharding, 'spec', None)
+  if not spec or all(s is None for s in spec):
+    return jnp.reshape(x, shape)
+  return jnp.reshape(x, shape, out_sharding=jax.sharding.NamedSharding(
+      sharding.mesh,
+      jax.sharding.PartitionSpec(spec[0], *([None] * (len(shape) - 1)))))
+
+
 def _out_size(n: int, padding: int) -> int:
   return (n + 2 * padding - 3) // 2 + 1
 
@@ -41,7 +58,7 @@ def _phases(x, padding: int):
   x = jnp.pad(x, ((0, 0), (padding, 2 * ho + 2 - h - padding),
                   (padding, 2 * wo + 2 - w - padding), (0, 0)),
               constant_values=-jnp.inf)
-  return x.reshape(n, ho + 1, 2, wo + 1, 2, c), ho, wo
+  return reshape_keep_batch(x, (n, ho + 1, 2, wo + 1, 2, c)), ho, wo
 
 
 def _max_and_argmax(x, padding: int):
@@ -97,7 +114,8 @@ def _pool_bwd(padding, res, g):
       key = (r % 2, s % 2)
       phase[key] = part if key not in phase else phase[key] + part
   rows = [jnp.stack([phase[(p, 0)], phase[(p, 1)]], axis=3) for p in (0, 1)]
-  grad = jnp.stack(rows, axis=2).reshape(n, 2 * ho + 2, 2 * wo + 2, c)
+  grad = reshape_keep_batch(jnp.stack(rows, axis=2),
+                            (n, 2 * ho + 2, 2 * wo + 2, c))
   return (grad[:, padding:padding + h, padding:padding + w, :],)
 
 
@@ -113,4 +131,5 @@ def max_pool_2x2(x):
   """
   n, h, w, c = x.shape
   x = x[:, :h // 2 * 2, :w // 2 * 2, :]
-  return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+  return jnp.max(reshape_keep_batch(x, (n, h // 2, 2, w // 2, 2, c)),
+                 axis=(2, 4))

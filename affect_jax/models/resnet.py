@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from affect_jax.models.pooling import max_pool_3x3_s2
+from affect_jax.models.pooling import max_pool_3x3_s2, reshape_keep_batch
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), an
 # untruncated normal with variance 2 / fan_out.
@@ -84,8 +84,8 @@ class Conv1x1(nn.Module):
     # A 2-D [N*H*W, C] matmul, not a dot_general on the 4-D array: XLA then
     # makes no transposed copy of the activations for the gradients
     # (benchmarks/layers.py: 7-25% faster fwd+bwd than nn.Conv on CPU).
-    out = jnp.dot(x.reshape(-1, x.shape[-1]), kernel)
-    return out.reshape(x.shape[:-1] + (self.features,))
+    out = jnp.dot(reshape_keep_batch(x, (-1, x.shape[-1])), kernel)
+    return reshape_keep_batch(out, x.shape[:-1] + (self.features,))
 
 
 class Bottleneck(nn.Module):
