@@ -3,7 +3,6 @@ masking, and the LSTM against a NumPy reference."""
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 from affect_jax import models
 from affect_jax.errors import AffectJaxError
 from affect_jax.models import CNNRNN, LSTM, ResNet
-from affect_jax.models import resnet
 
 # Two 1-block stages at width 4: every code path (projection shortcuts,
 # stride-2 blocks) at little compute.
@@ -95,22 +93,6 @@ def test_resnet_logits_and_zero_init_residual():
   assert np.all(block['bn3']['scale'] == 0)
   assert np.all(block['bn2']['scale'] == 1)
   assert np.all(block['downsample_bn']['scale'] == 1)
-
-
-def test_fast_max_pool_and_conv1x1_match_flax_layers():
-  for shape in [(2, 7, 8, 3), (1, 6, 6, 2), (1, 1, 1, 1)]:
-    x = _normal(shape)
-    np.testing.assert_array_equal(
-        resnet.max_pool_3x3_s2(x),
-        nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))))
-  x = _normal((2, 7, 8, 5))
-  for strides in (1, 2):
-    conv = resnet.Conv1x1(6, strides=strides)
-    variables = conv.init(_key(), x)
-    ref = nn.Conv(6, (1, 1), strides=strides, padding='VALID',
-                  use_bias=False).apply(variables, x)
-    np.testing.assert_allclose(conv.apply(variables, x), ref, rtol=1e-5,
-                               atol=1e-6)
 
 
 @pytest.fixture(scope='module')

@@ -169,3 +169,37 @@ class ResNetLSTM(nn.Module):
     b, t = frames.shape[:2]
     feats = self.trunk.features(frames.flatten(0, 1)).view(b, t, -1)
     return self.head(self.rnn(feats)[0])
+
+
+class AffWildNet(nn.Module):
+  """kollias2019 Table 8 in torch: trunk -> [feats, 68 landmarks] -> FC ->
+  2-layer GRU -> FC 2, as its users would write it with torchvision parts.
+
+  `trunk='vgg_face'` flattens VGG-16's last max-pool (channel-major, as
+  torch.flatten does), `'resnet50'` takes the pooled 2048 features.
+  """
+
+  def __init__(self, trunk='vgg_face', image_size=96, fc=4096, hidden=128,
+               layers=2, dropout=0.5, num_outputs=2, width=64,
+               stage_sizes=(3, 4, 6, 3)):
+    super().__init__()
+    if trunk == 'resnet50':
+      self.trunk = ResNet(stage_sizes=stage_sizes, width=width)
+      self.trunk.fc = nn.Identity()  # Features only.
+      feats = self.trunk.inplanes
+    else:
+      self.trunk = nn.Module()
+      self.trunk.features, ch = _vgg16_features(width)
+      feats = ch * (image_size // 32)**2
+    self.is_resnet = trunk == 'resnet50'
+    self.fc = nn.Sequential(nn.Linear(feats + 136, fc), nn.ReLU(True),
+                            nn.Dropout(dropout))
+    self.rnn = nn.GRU(fc, hidden, layers, batch_first=True, dropout=dropout)
+    self.head = nn.Linear(hidden, num_outputs)
+
+  def forward(self, frames, landmarks):  # [B, T, 3, H, W], [B, T, 68, 2]
+    b, t = frames.shape[:2]
+    x = frames.flatten(0, 1)
+    x = self.trunk.features(x) if not self.is_resnet else self.trunk(x)
+    x = torch.cat([x.reshape(b, t, -1), landmarks.flatten(2)], -1)
+    return self.head(self.rnn(self.fc(x))[0])

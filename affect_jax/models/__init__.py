@@ -3,6 +3,7 @@
   resnet.py        ResNet (torchvision v1.5 bottleneck layout)
   convnet.py       ConvNet: VGG-16 / VGG-Face, AlexNet (torchvision layout),
                    CNN-M (kollias2019 Table 4)
+  pooling.py       max-pools with fast gradients (same values as nn.max_pool)
   recurrent.py     LSTM (optional peepholes), GRU; torch.nn.LSTM/GRU mapping
   cnn_rnn.py       CNNRNN: trunk per frame -> [FC] -> [RNN] -> per-frame head
   torch_import.py  torchvision state dict -> Flax variables

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from affect_jax.models import pooling
 from affect_jax.models.resnet import BN_EPSILON, BN_MOMENTUM
 
 # torchvision's VGG / AlexNet init: kaiming_normal_(fan_out, relu) for convs,
@@ -92,6 +93,16 @@ def cnn_m_classifier(hidden: int, num_classes: int):
 
 def _padding(p):
   return p if isinstance(p, str) else ((p, p), (p, p))
+
+
+def _max_pool(x, k: int, s: int, p):
+  """nn.max_pool, through the fast-gradient forms where they apply."""
+  pad = 0 if p == 'VALID' else p
+  if (k, s, pad) == (2, 2, 0):
+    return pooling.max_pool_2x2(x)
+  if (k, s) == (3, 2) and isinstance(pad, int):
+    return pooling.max_pool_3x3_s2(x, pad)
+  return nn.max_pool(x, (k, k), strides=(s, s), padding=_padding(p))
 
 
 def adaptive_avg_pool(x, size: int):
@@ -175,8 +186,7 @@ class ConvNet(nn.Module):
                     use_bias=bias, dtype=self.dtype, kernel_init=_conv_init,
                     name=name)(x)
       elif kind == 'pool':
-        _, k, s, p = spec
-        x = nn.max_pool(x, (k, k), strides=(s, s), padding=_padding(p))
+        x = _max_pool(x, *spec[1:])
       elif kind == 'bn':
         x = nn.BatchNorm(use_running_average=self.frozen_bn or not train,
                          momentum=BN_MOMENTUM, epsilon=BN_EPSILON,

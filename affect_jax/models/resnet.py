@@ -25,8 +25,9 @@ with the biased batch variance, torch with the unbiased one (larger by
 n / (n - 1), n = N * H * W values per channel).
 
 For speed on XLA:CPU the 1x1 convolutions are matmuls (`Conv1x1`) and the
-max-pool is a maximum of strided slices (`max_pool_3x3_s2`); both compute
-the same values with the same parameters as nn.Conv / nn.max_pool.
+max-pool has a hand-written gradient (`pooling.max_pool_3x3_s2`); both
+compute the same values with the same parameters as nn.Conv / nn.max_pool
+(tests/test_layers.py; docs/BENCHMARKS.md has the timings).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from affect_jax.models.pooling import max_pool_3x3_s2, reshape_keep_batch
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), an
 # untruncated normal with variance 2 / fan_out.
@@ -49,26 +52,6 @@ BN_EPSILON = 1e-5
 EXPANSION = 4
 
 
-def max_pool_3x3_s2(x):
-  """torch's MaxPool2d(3, stride=2, padding=1) on [N, H, W, C].
-
-  The maximum of 9 strided slices of the -inf padded input: the same values
-  as `nn.max_pool`, but its gradient runs ~4x faster on XLA:CPU than the
-  select-and-scatter of reduce_window. (Tied maxima share the gradient
-  instead of giving it to one; after a ReLU ties are zeros whose gradient
-  the ReLU drops anyway.)
-  """
-  h, w = x.shape[1:3]
-  ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-  out = None
-  for i in range(3):
-    for j in range(3):
-      window = x[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2, :]
-      out = window if out is None else jnp.maximum(out, window)
-  return out
-
-
 class Conv1x1(nn.Module):
   """A bias-free 1x1 convolution computed as a matmul.
 
@@ -76,8 +59,8 @@ class Conv1x1(nn.Module):
   convolution does (the projection shortcuts). The kernel keeps nn.Conv's
   [1, 1, in, out] layout and initialisation, so it is interchangeable with
   `nn.Conv(features, (1, 1))` parameters. XLA:CPU runs a 1x1 convolution,
-  and much more its gradients, 2-7x slower than the equivalent matmul, and
-  1x1 convolutions hold most of ResNet-50's FLOPs.
+  and much more its gradients, slower than the equivalent matmul, and 1x1
+  convolutions hold most of ResNet-50's FLOPs.
 
   Attributes:
     features: output channels.
@@ -98,7 +81,11 @@ class Conv1x1(nn.Module):
     if self.strides > 1:
       x = x[:, ::self.strides, ::self.strides, :]
     x, kernel = nn.dtypes.promote_dtype(x, kernel[0, 0], dtype=self.dtype)
-    return jnp.dot(x, kernel)
+    # A 2-D [N*H*W, C] matmul, not a dot_general on the 4-D array: XLA then
+    # makes no transposed copy of the activations for the gradients
+    # (benchmarks/layers.py: 7-25% faster fwd+bwd than nn.Conv on CPU).
+    out = jnp.dot(reshape_keep_batch(x, (-1, x.shape[-1])), kernel)
+    return reshape_keep_batch(out, x.shape[:-1] + (self.features,))
 
 
 class Bottleneck(nn.Module):

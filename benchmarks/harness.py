@@ -1,0 +1,153 @@
+"""Timing, memory, device and JSON helpers shared by the benchmark scripts.
+
+Every timed comparison runs its variants *interleaved* in one process (one
+step of each in turn, `rounds` times, after warm-up) and reports medians, so
+drifting machine load hits every variant alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from typing import Any, Callable
+
+# Dense bf16 peak FLOP/s by `device_kind` substring (vendor data sheets,
+# without sparsity), for model FLOPs utilisation. Longest match wins.
+PEAK_BF16_FLOPS = {
+    'H200': 989e12, 'H100': 989e12, 'H100 PCIe': 756e12, 'GH200': 989e12,
+    'A100': 312e12, 'A10G': 70e12, 'A10': 125e12, 'L40S': 362e12,
+    'L4': 121e12, 'V100': 125e12, 'T4': 65e12, 'RTX 4090': 165e12,
+    'RTX 3090': 71e12, 'TPU v4': 275e12, 'TPU v5 lite': 197e12,
+    'TPU v5p': 459e12, 'TPU v6 lite': 918e12,
+}
+
+
+def peak_flops(device_kind: str) -> float | None:
+  """bf16 peak FLOP/s of a device kind, None when not in the table."""
+  hits = [k for k in PEAK_BF16_FLOPS if k.lower() in device_kind.lower()]
+  return PEAK_BF16_FLOPS[max(hits, key=len)] if hits else None
+
+
+def cpu_threads() -> int:
+  """CPUs this process may run on (respects `taskset`)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def _rss_bytes() -> int:
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+class RssPeak:
+  """Samples resident memory every `period` s; `peak_above(start)` in MB."""
+
+  def __init__(self, period: float = 0.01):
+    self.period = period
+    self.peak = 0
+    self._stop = threading.Event()
+    self._ok = os.path.exists('/proc/self/statm')
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    if self._ok:
+      self._thread.start()
+
+  def _run(self):
+    while not self._stop.wait(self.period):
+      self.peak = max(self.peak, _rss_bytes())
+
+  def reset(self) -> int:
+    """Starts a new window; returns the current RSS (bytes)."""
+    now = _rss_bytes() if self._ok else 0
+    self.peak = now
+    return now
+
+  def peak_above(self, start: int) -> float | None:
+    if not self._ok:
+      return None
+    return max(self.peak, _rss_bytes()) / 2**20 - start / 2**20
+
+  def close(self):
+    self._stop.set()
+
+
+def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
+                warmup: int) -> dict[str, dict[str, Any]]:
+  """Times each zero-argument `steps[name]()` (which must block until done).
+
+  Returns:
+    {name: {'first_s': the first call (compilation or warm-up included),
+    'times_s': the `rounds` timed calls, 'median_s', 'peak_rss_mb': the
+    largest resident memory seen during its timed calls above the memory
+    before them}}.
+  """
+  rss = RssPeak()
+  out = {name: {'times_s': [], 'peak_rss_mb': 0.0} for name in steps}
+  try:
+    for name, step in steps.items():
+      t = time.perf_counter()
+      step()
+      out[name]['first_s'] = time.perf_counter() - t
+      for _ in range(warmup - 1):
+        step()
+    for _ in range(rounds):
+      for name, step in steps.items():
+        start = rss.reset()
+        t = time.perf_counter()
+        step()
+        out[name]['times_s'].append(time.perf_counter() - t)
+        peak = rss.peak_above(start)
+        if peak is not None:
+          out[name]['peak_rss_mb'] = max(out[name]['peak_rss_mb'], peak)
+  finally:
+    rss.close()
+  for r in out.values():
+    r['median_s'] = statistics.median(r['times_s']) if r['times_s'] else None
+  return out
+
+
+def environment() -> dict[str, Any]:
+  """What every JSON result records: versions, device, threads, flags."""
+  import jax  # pylint: disable=g-import-not-at-top
+  env = {
+      'jax': jax.__version__,
+      'backend': jax.default_backend(),
+      'devices': [d.device_kind for d in jax.devices()],
+      'cpu_threads': cpu_threads(),
+      'machine': platform.machine(),
+      'processor': platform.processor(),
+      'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
+      'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None,
+  }
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    env['torch'] = torch.__version__
+    env['torch_threads'] = torch.get_num_threads()
+    if torch.cuda.is_available():
+      env['torch_device'] = torch.cuda.get_device_name()
+  except ImportError:
+    pass
+  return env
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+  """Writes `payload` (plus `environment()`) as indented JSON to `path`."""
+  if not path:
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(dict(payload, environment=environment()), f, indent=1,
+              default=float)
+
+
+def describe(line: str) -> None:
+  """The caption printed above a table: the setting, device and load."""
+  import jax  # pylint: disable=g-import-not-at-top
+  load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+  print(f'\n{line}; {jax.devices()[0].device_kind} x{jax.device_count()}, '
+        f'{cpu_threads()} CPU threads, load {load:.1f}\n')

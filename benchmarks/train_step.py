@@ -1,0 +1,506 @@
+"""Training-step throughput of the paper models, JAX/Flax against PyTorch.
+
+  python benchmarks/train_step.py                   # ResNet-50 + LSTM, CPU
+  python benchmarks/train_step.py --models all --xla_default --torch_compile
+  python benchmarks/train_step.py --frames 150 --dtype bfloat16   # a GPU
+  taskset -c 0 python benchmarks/train_step.py      # one core, both sides
+
+One optimisation step (forward, CCC loss, backward, Adam) of
+- `resnet50_lstm`: RealEyes (tzirakis2019): ResNet-50 per frame -> 2-layer
+  LSTM(256) -> FC 2;
+- `affwildnet_vgg_face` / `affwildnet_resnet50`: AffWildNet (kollias2019
+  Table 8): VGG-Face conv part (or ResNet-50) -> [features, 68 landmarks]
+  -> FC 4096 (1500) + dropout -> 2-layer GRU(128) -> FC 2,
+written once in JAX/Flax (`affect_jax.models`, `affect_jax.losses.ccc_loss`,
+optax Adam, one jitted step with donated state) and once in plain idiomatic
+PyTorch (tests/torch_reference.py: torchvision-named trunk, torch.nn.LSTM /
+GRU, torch.optim.Adam): eager NCHW, eager channels-last, optionally
+`torch.compile` (channels-last) and, on a GPU, AMP. The JAX model starts
+from the torch model's weights, and tests/test_benchmarks.py checks that the
+two compute the same loss and gradients, so the comparison is like for like.
+
+All variants run interleaved in one process on the same batch (median of
+`--steps` after `--warmup`). The table gives ms/step, steps/s, frames/s,
+peak memory (on a GPU the device's peak; on CPU, with --memory, the growth
+of resident memory over two steps of the variant run alone in a fresh
+process), XLA's own buffer total for the JAX step, the compilation time
+(JAX, ahead of time) and first-step time, and XLA's FLOP count of the step
+with the achieved FLOP/s (MFU against the device's bf16 peak on a GPU).
+`--xla_default` adds the JAX step compiled with XLA's own CPU convolution
+setting (YNNPACK), which `affect_jax.xla_flags` replaces. The
+last line, `jax_over_torch_train_throughput=R`, is JAX frames/s over the
+fastest PyTorch variant's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import affect_jax  # Sets the XLA flag before JAX starts its backend.
+from affect_jax import losses
+from affect_jax import models
+from affect_jax import xla_flags
+from benchmarks import harness
+from benchmarks.table import print_table
+
+import jax
+import jax.numpy as jnp
+import optax
+
+MODELS = ('resnet50_lstm', 'affwildnet_vgg_face', 'affwildnet_resnet50')
+NUM_OUTPUTS = 2  # valence, arousal
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """The benchmark's model and batch sizes (defaults: the real models)."""
+  batch: int = 2
+  frames: int = 16
+  size: int = 150
+  width: int = 64
+  stage_sizes: tuple[int, ...] = (3, 4, 6, 3)
+  lstm_hidden: int = 256
+  gru_hidden: int = 128
+  fc: int | None = None  # None: AffWildNet's 4096 (VGG) / 1500 (ResNet).
+  dropout: float = 0.5
+
+
+TINY = Shape(batch=1, frames=2, size=32, width=4, stage_sizes=(1, 1),
+             lstm_hidden=8, gru_hidden=8, fc=16)
+
+
+def _fc(name: str, shape: Shape) -> int:
+  if shape.fc is not None:
+    return shape.fc
+  return 1500 if name == 'affwildnet_resnet50' else 4096
+
+
+def make_batch(shape: Shape, seed: int = 0) -> dict[str, np.ndarray]:
+  """Normalised NHWC frames, landmarks and (valence, arousal) targets."""
+  rng = np.random.default_rng(seed)
+  b, t = shape.batch, shape.frames
+  return {
+      'frames': rng.standard_normal((b, t, shape.size, shape.size, 3),
+                                    np.float32),
+      'landmarks': rng.random((b, t, 68, 2), np.float32),
+      'targets': np.tanh(rng.standard_normal((b, t, NUM_OUTPUTS), np.float32)),
+      'mask': np.ones((b, t), np.float32),
+  }
+
+
+# ------------------------------------------------------------- the models ---
+
+
+def torch_model(name: str, shape: Shape, seed: int = 0):
+  """The PyTorch model (tests/torch_reference.py), float32, train mode."""
+  import torch
+  from tests import torch_reference as ref
+  torch.manual_seed(seed)
+  if name == 'resnet50_lstm':
+    model = ref.ResNetLSTM(num_outputs=NUM_OUTPUTS, hidden=shape.lstm_hidden,
+                           width=shape.width, stage_sizes=shape.stage_sizes)
+    model.trunk.fc = torch.nn.Identity()  # Unused: features only.
+  else:
+    model = ref.AffWildNet(
+        trunk=name.split('_', 1)[1], image_size=shape.size,
+        fc=_fc(name, shape), hidden=shape.gru_hidden,
+        dropout=shape.dropout, num_outputs=NUM_OUTPUTS, width=shape.width,
+        stage_sizes=shape.stage_sizes)
+  return model.train()
+
+
+def jax_model(name: str, shape: Shape, dtype: Any = jnp.float32):
+  """The same network from `affect_jax.models.build`."""
+  if name == 'resnet50_lstm':
+    return models.build('resnet50_lstm', num_outputs=NUM_OUTPUTS,
+                        lstm_hidden=shape.lstm_hidden, width=shape.width,
+                        stage_sizes=shape.stage_sizes, dtype=dtype)
+  trunk = name.split('_', 1)[1]
+  kwargs = dict(stage_sizes=shape.stage_sizes) if trunk == 'resnet50' else {}
+  return models.build('affwildnet', trunk_arch=trunk, width=shape.width,
+                      fc_features=(_fc(name, shape),),
+                      gru_hidden=shape.gru_hidden, fc_dropout=shape.dropout,
+                      rnn_dropout=shape.dropout, num_outputs=NUM_OUTPUTS,
+                      dtype=dtype, **kwargs)
+
+
+def jax_variables(name: str, model) -> dict[str, Any]:
+  """The torch model's weights as the Flax model's variables."""
+  sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  sub = lambda p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+  linear = lambda p: {'kernel': sd[p + 'weight'].T, 'bias': sd[p + 'bias']}
+  arch = 'resnet50' if 'resnet50' in name else 'vgg_face'
+  trunk = models.load_torch_state_dict(arch, sub('trunk.'))
+  params = {'trunk': trunk['params'], 'head': linear('head.')}
+  variables = {'params': params}
+  if 'batch_stats' in trunk:
+    variables['batch_stats'] = {'trunk': trunk['batch_stats']}
+  rnn = sub('rnn.')
+  if name == 'resnet50_lstm':
+    params['rnn'] = models.lstm_params_from_torch(rnn)
+    return variables
+  params['rnn'] = models.gru_params_from_torch(rnn)
+  w = sd['fc.0.weight']  # [out, C*h*w + 136], torch's channel-major flatten.
+  if arch == 'vgg_face':
+    ch = sd[max((k for k in sd if k.startswith('trunk.features.')
+                 and k.endswith('.weight')),
+                key=lambda k: int(k.split('.')[2]))].shape[0]
+    hw = int(round(((w.shape[1] - 136) // ch)**0.5))
+    conv = w[:, :-136].reshape(-1, ch, hw, hw).transpose(0, 2, 3, 1)
+    w = np.concatenate([conv.reshape(w.shape[0], -1), w[:, -136:]], 1)
+  params['fc'] = {'dense0': {'kernel': w.T, 'bias': sd['fc.0.bias']}}
+  return variables
+
+
+def torch_ccc_loss(pred, targets):
+  """`affect_jax.losses.ccc_loss` without padding, in torch."""
+  x, y = pred.flatten(0, 1), targets.flatten(0, 1)
+  mx, my = x.mean(0), y.mean(0)
+  vx, vy = ((x - mx)**2).mean(0), ((y - my)**2).mean(0)
+  cov = ((x - mx) * (y - my)).mean(0)
+  return (1 - 2 * cov / (vx + vy + (mx - my)**2 + losses.EPS)).mean()
+
+
+# ------------------------------------------------------------- the steps ---
+
+
+def jax_loss_fn(model, batch_stats, batch, rng):
+  """params -> (CCC loss, new batch_stats) of a training-mode forward."""
+
+  def loss_fn(params):
+    variables = {'params': params}
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
+    out, new = model.apply(variables, batch['frames'], mask=batch['mask'],
+                           landmarks=batch['landmarks'], train=True,
+                           mutable=['batch_stats'], rngs={'dropout': rng})
+    loss = losses.ccc_loss(out.astype(jnp.float32), batch['targets'],
+                           batch['mask'])
+    return loss, new.get('batch_stats', {})
+
+  return loss_fn
+
+
+def jax_train_step(model, tx):
+  """(state, batch) -> (state, loss); state = (params, batch_stats, opt)."""
+
+  def step(state, batch):
+    params, batch_stats, opt_state = state
+    rng = jax.random.fold_in(jax.random.PRNGKey(0), opt_state[0].count)
+    (loss, batch_stats), grads = jax.value_and_grad(
+        jax_loss_fn(model, batch_stats, batch, rng), has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats,
+            opt_state), loss
+
+  return step
+
+
+@dataclasses.dataclass
+class Variant:
+  """One timed configuration: a zero-argument blocking `step`."""
+  name: str
+  framework: str
+  step: Any
+  compile_s: float | None = None
+  flops: float | None = None
+  xla_memory_mb: float | None = None  # XLA's buffers: args + temps + outs.
+
+
+def jax_variant(label: str, model, variables, batch,
+                compiler_options=None, donate: bool = True) -> Variant:
+  """A compiled (AOT) JAX training step and its FLOP count."""
+  import time
+  tx = optax.adam(1e-4)
+  # Copies: the step donates its state, and other variants share `variables`.
+  copy = lambda tree: jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+  params = copy(variables['params'])
+  state = (params, copy(variables.get('batch_stats', {})), tx.init(params))
+  batch = jax.tree.map(jnp.asarray, batch)
+  jitted = jax.jit(jax_train_step(model, tx),
+                   donate_argnums=(0,) if donate else ())
+  t = time.perf_counter()
+  compiled = jitted.lower(state, batch).compile(compiler_options)
+  compile_s = time.perf_counter() - t
+  mem = compiled.memory_analysis()
+  xla_mb = None if mem is None else (
+      mem.temp_size_in_bytes + mem.argument_size_in_bytes
+      + mem.output_size_in_bytes - mem.alias_size_in_bytes) / 2**20
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  holder = [state]
+
+  def step():
+    holder[0], loss = compiled(holder[0], batch)
+    jax.block_until_ready(loss)
+
+  return Variant(label, 'jax', step, compile_s, (cost or {}).get('flops'),
+                 xla_mb)
+
+
+def torch_variant(name: str, label: str, model, batch, *,
+                  channels_last: bool, compile_: bool = False,
+                  amp: bool = False, device: str = 'cpu') -> Variant:
+  """The idiomatic PyTorch step: zero_grad, forward, loss, backward, Adam."""
+  import torch
+  model = model.to(device)
+  frames = torch.from_numpy(batch['frames']).to(device)
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+    # [B, T, 3, H, W] over NHWC memory: each frame is channels-last.
+    frames = frames.permute(0, 1, 4, 2, 3)
+  else:
+    frames = frames.permute(0, 1, 4, 2, 3).contiguous()
+  landmarks = torch.from_numpy(batch['landmarks']).to(device)
+  targets = torch.from_numpy(batch['targets']).to(device)
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+  forward = torch.compile(model) if compile_ else model
+  is_affwild = name != 'resnet50_lstm'
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+      out = (forward(frames, landmarks) if is_affwild else forward(frames))
+    loss = torch_ccc_loss(out.float(), targets)
+    loss.backward()
+    opt.step()
+    sync()
+
+  return Variant(label, 'torch', step)
+
+
+def variants(name: str, shape: Shape, args,
+             only: int | None = None) -> list[Variant]:
+  """Every framework variant of model `name` that this machine runs.
+
+  `only` builds just the variant of that index (the others are None).
+  """
+  import copy
+  batch = make_batch(shape)
+  on_cpu = jax.default_backend() == 'cpu'
+  dtype = jnp.dtype(args.dtype)
+  tm = torch_model(name, shape) if not args.no_torch else None
+  if tm is not None:
+    variables = jax_variables(name, tm)
+  else:
+    variables = jax.jit(jax_model(name, shape).init)(
+        jax.random.PRNGKey(0), batch['frames'][:, :1],
+        landmarks=batch['landmarks'][:, :1])
+  model = jax_model(name, shape, dtype)
+  suffix = '' if args.dtype == 'float32' else f' {args.dtype}'
+  make = [lambda: jax_variant(f'JAX/Flax jit{suffix}', model, variables,
+                              batch)]
+  if args.xla_default and on_cpu:
+    make.append(lambda: jax_variant(
+        'JAX/Flax jit, XLA default (YNNPACK conv)', model, variables,
+        batch, xla_flags.CPU_DEFAULT_COMPILER_OPTIONS))
+  if args.no_donate:
+    make.append(lambda: jax_variant(
+        'JAX/Flax jit, state not donated', model, variables, batch,
+        donate=False))
+  if tm is not None:
+    import torch
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    torch_kinds = [('PyTorch eager NCHW', dict(channels_last=False)),
+                   ('PyTorch eager channels-last', dict(channels_last=True))]
+    if args.torch_compile:
+      torch_kinds.append(('PyTorch torch.compile channels-last',
+                          dict(channels_last=True, compile_=True)))
+    if device == 'cuda':
+      torch_kinds.append(('PyTorch eager channels-last AMP bf16',
+                          dict(channels_last=True, amp=True)))
+    for label, kw in torch_kinds:
+      make.append(lambda label=label, kw=kw: torch_variant(
+          name, label, copy.deepcopy(tm), batch, device=device, **kw))
+  return [m() if only is None or i == only else None
+          for i, m in enumerate(make)]
+
+
+def _memory_child(name: str, index: int, args) -> None:
+  """Builds variant `index` alone, runs 2 steps, prints its memory as JSON."""
+  import json
+  v = variants(name, _shape(args), args, only=index)[index]
+  rss = harness.RssPeak(0.005)
+  start = rss.reset()
+  for _ in range(2):
+    v.step()
+  print(json.dumps({'variant': v.name, 'step_peak_mb': rss.peak_above(start),
+                    'process_peak_mb': rss.peak / 2**20}))
+  rss.close()
+
+
+def measure_memory(name: str, count: int, argv: list[str]) -> list[dict]:
+  """Peak RSS growth of each variant's steps, each in a fresh process."""
+  import json
+  import subprocess
+  out = []
+  for i in range(count):
+    res = subprocess.run(
+        [sys.executable, __file__, '--models', name,
+         '--memory_child', str(i)] + argv,
+        check=True, capture_output=True, text=True)
+    out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+  return out
+
+
+def run_model(name: str, shape: Shape, args) -> list[dict[str, Any]]:
+  """Times every variant of one model; returns one row dict per variant."""
+  vs = variants(name, shape, args)
+  timed = harness.interleaved({v.name: v.step for v in vs}, args.steps,
+                              args.warmup)
+  frames = shape.batch * shape.frames
+  peak = harness.peak_flops(jax.devices()[0].device_kind)
+  on_gpu = jax.default_backend() == 'gpu'
+  rows = []
+  for v in vs:
+    t = timed[v.name]
+    s = t['median_s']
+    memory = None  # CPU: --memory measures it in separate processes.
+    if on_gpu and v.framework == 'jax':
+      stats = jax.devices()[0].memory_stats() or {}
+      memory = stats.get('peak_bytes_in_use', 0) / 2**20
+    elif on_gpu:
+      import torch
+      memory = torch.cuda.max_memory_allocated() / 2**20
+    rows.append({
+        'model': name, 'variant': v.name, 'framework': v.framework,
+        'ms_per_step': 1000 * s, 'steps_per_s': 1 / s,
+        'frames_per_s': frames / s, 'peak_memory_mb': memory,
+        'xla_memory_mb': v.xla_memory_mb,
+        'first_step_s': t['first_s'], 'compile_s': v.compile_s,
+        'flops_per_step': v.flops,
+        'achieved_tflops': v.flops / s / 1e12 if v.flops else None,
+        'mfu': v.flops / s / peak if v.flops and peak and on_gpu else None,
+        'times_s': t['times_s'],
+    })
+  return rows
+
+
+def throughput_ratio(rows: list[dict[str, Any]]) -> float | None:
+  """Best JAX frames/s over the best PyTorch frames/s (project setting)."""
+  jax_rows = [r['frames_per_s'] for r in rows if r['framework'] == 'jax'
+              and 'XLA default' not in r['variant']]
+  torch_rows = [r['frames_per_s'] for r in rows if r['framework'] == 'torch']
+  if not jax_rows or not torch_rows:
+    return None
+  return max(jax_rows) / max(torch_rows)
+
+
+def _shape(args) -> Shape:
+  if args.tiny:
+    return TINY
+  return dataclasses.replace(Shape(), batch=args.batch, frames=args.frames,
+                             size=args.size)
+
+
+def _strip_value_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+  """argv without `--flag value` / `--flag=value` pairs of `flags`."""
+  out, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+      continue
+    if a in flags:
+      skip = True
+      continue
+    if any(a.startswith(f + '=') for f in flags):
+      continue
+    out.append(a)
+  return out
+
+
+def _fmt(v, spec):
+  return '' if v is None else format(v, spec)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--models', default='resnet50_lstm',
+                 help=f"comma-separated of {MODELS}, or 'all'")
+  p.add_argument('--batch', type=int, default=Shape.batch)
+  p.add_argument('--frames', type=int, default=Shape.frames)
+  p.add_argument('--size', type=int, default=Shape.size)
+  p.add_argument('--steps', type=int, default=5)
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--dtype', default='float32',
+                 help='JAX compute dtype (bfloat16 on a GPU/TPU)')
+  p.add_argument('--xla_default', action='store_true',
+                 help="also time JAX with XLA's default CPU convolutions")
+  p.add_argument('--torch_compile', action='store_true',
+                 help='also time torch.compile (slow to compile on CPU)')
+  p.add_argument('--no_donate', action='store_true',
+                 help='also time JAX without donating the state buffers')
+  p.add_argument('--no_torch', action='store_true')
+  p.add_argument('--memory', action='store_true',
+                 help='peak memory of each variant in its own process '
+                 '(CPU; slower: everything is built twice)')
+  p.add_argument('--memory_child', type=int, default=None,
+                 help=argparse.SUPPRESS)
+  p.add_argument('--tiny', action='store_true',
+                 help='tiny widths and shapes (a smoke test)')
+  p.add_argument('--json', default=None, help='write the results here')
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = p.parse_args(argv)
+  names = MODELS if args.models == 'all' else tuple(args.models.split(','))
+  shape = _shape(args)
+  if not args.no_torch:
+    try:
+      import torch
+      torch.set_num_threads(harness.cpu_threads())
+    except ImportError:
+      print('(PyTorch not installed: pip install -e ".[torch]")')
+      args.no_torch = True
+  if args.memory_child is not None:
+    _memory_child(names[0], args.memory_child, args)
+    return
+
+  rows = []
+  for name in names:
+    model_rows = run_model(name, shape, args)
+    if args.memory and jax.default_backend() == 'cpu':
+      child_argv = _strip_value_flags([a for a in argv if a != '--memory'],
+                                      ('--models', '--json'))
+      for r, m in zip(model_rows, measure_memory(name, len(model_rows),
+                                                 child_argv)):
+        r['peak_memory_mb'] = m['step_peak_mb']
+        r['process_peak_mb'] = m['process_peak_mb']
+    rows += model_rows
+  harness.describe(
+      f'Training step (fwd + CCC loss + bwd + Adam), batch {shape.batch} x '
+      f'{shape.frames} frames at {shape.size}x{shape.size}, width '
+      f'{shape.width}, median of {args.steps} interleaved steps')
+  print_table(
+      ['model: variant', 'ms/step', 'steps/s', 'frames/s', 'peak MB',
+       'XLA MB', 'compile s', 'first step s', 'GFLOP/step', 'TFLOP/s', 'MFU'],
+      [(f"{r['model']}: {r['variant']}", f"{r['ms_per_step']:.0f}",
+        f"{r['steps_per_s']:.3f}", r['frames_per_s'],
+        _fmt(r['peak_memory_mb'], '.0f'), _fmt(r['xla_memory_mb'], '.0f'),
+        _fmt(r['compile_s'], '.1f'),
+        _fmt(r['first_step_s'], '.1f'),
+        _fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '.0f'),
+        _fmt(r['achieved_tflops'], '.3f'), _fmt(r['mfu'], '.1%'))
+       for r in rows])
+  ratios = {n: throughput_ratio([r for r in rows if r['model'] == n])
+            for n in names}
+  harness.write_json(args.json, {'shape': dataclasses.asdict(shape),
+                                 'rows': rows, 'ratios': ratios})
+  for n, ratio in ratios.items():
+    if ratio is not None and len(names) > 1:
+      print(f'{n}: jax_over_torch_train_throughput={ratio:.2f}')
+  if ratios[names[0]] is not None:
+    print(f'jax_over_torch_train_throughput={ratios[names[0]]:.2f}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,126 @@
+"""benchmarks/: the JAX and PyTorch models compute the same function, and
+every script prints its table in a tiny configuration (no timing checks)."""
+
+import copy
+import json
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import train_step as ts
+
+
+def _torch_grads_as_jax(name, model):
+  """The torch model's gradients, laid out as the Flax model's params."""
+  grads = copy.deepcopy(model)
+  with torch.no_grad():
+    for (pname, p), (_, g) in zip(grads.named_parameters(),
+                                  model.named_parameters()):
+      # The Flax LSTM keeps one bias, the sum of torch's two, whose gradient
+      # equals each of theirs: count it once.
+      zero = 'rnn.bias_hh' in pname and name == 'resnet50_lstm'
+      p.copy_(torch.zeros_like(p) if zero or g.grad is None else g.grad)
+  return ts.jax_variables(name, grads)['params']
+
+
+@pytest.mark.parametrize('name', ts.MODELS)
+def test_jax_and_torch_models_compute_the_same_loss_and_gradients(name):
+  shape = ts.dataclasses.replace(ts.TINY, dropout=0.0, batch=2, frames=3)
+  batch = ts.make_batch(shape, seed=1)
+  tm = ts.torch_model(name, shape, seed=1)
+  variables = ts.jax_variables(name, tm)
+
+  frames = torch.from_numpy(batch['frames']).permute(0, 1, 4, 2, 3)
+  args = (frames,) if name == 'resnet50_lstm' else (
+      frames, torch.from_numpy(batch['landmarks']))
+  loss_t = ts.torch_ccc_loss(tm(*args), torch.from_numpy(batch['targets']))
+  loss_t.backward()
+
+  model = ts.jax_model(name, shape)
+  loss_fn = ts.jax_loss_fn(model, variables.get('batch_stats', {}),
+                           batch, jax.random.PRNGKey(0))
+  (loss_j, _), grads_j = jax.jit(jax.value_and_grad(
+      loss_fn, has_aux=True))(variables['params'])
+
+  np.testing.assert_allclose(float(loss_j), loss_t.item(), rtol=1e-5)
+  grads_t = _torch_grads_as_jax(name, tm)
+  flat_j = dict(jax.tree_util.tree_leaves_with_path(grads_j))
+  flat_t = dict(jax.tree_util.tree_leaves_with_path(grads_t))
+  assert flat_j.keys() == flat_t.keys()
+  for path, gj in flat_j.items():
+    gt = np.asarray(flat_t[path])
+    scale = np.abs(gt).max() + 1e-8
+    assert np.abs(np.asarray(gj) - gt).max() <= 1e-3 * scale, path
+
+
+def test_train_step_prints_table_and_ratio(capsys, tmp_path):
+  out = tmp_path / 'r.json'
+  ts.main(['--tiny', '--models', 'all', '--steps', '1', '--warmup', '1',
+           '--json', str(out)])
+  printed = capsys.readouterr().out
+  assert '| model: variant' in printed
+  assert 'PyTorch eager channels-last' in printed
+  assert printed.strip().splitlines()[-1].startswith(
+      'jax_over_torch_train_throughput=')
+  result = json.loads(out.read_text())
+  assert {r['model'] for r in result['rows']} == set(ts.MODELS)
+
+
+def test_train_step_memory_in_a_child_process(capsys, tmp_path):
+  out = tmp_path / 'r.json'
+  ts.main(['--tiny', '--steps', '1', '--warmup', '1', '--no_torch',
+           '--memory', '--json', str(out)])
+  rows = json.loads(out.read_text())['rows']
+  assert [r['variant'] for r in rows] == ['JAX/Flax jit']
+  assert all(r['peak_memory_mb'] is not None for r in rows)
+  assert 'XLA MB' in capsys.readouterr().out
+
+
+def test_inference_prints_table(capsys):
+  from benchmarks import inference
+  inference.main(['--tiny', '--models', 'all', '--steps', '1',
+                  '--warmup', '1'])
+  printed = capsys.readouterr().out
+  assert '| model: variant' in printed
+  assert printed.strip().splitlines()[-1].startswith(
+      'jax_over_torch_inference_throughput=')
+
+
+def test_scaling_prints_table(capsys):
+  from benchmarks import scaling
+  scaling.main(['--tiny', '--devices', '2', '--batch', '2', '--frames',
+                '2', '--steps', '1', '--warmup', '1'])
+  printed = capsys.readouterr().out
+  assert '| devices' in printed
+  assert '| 2 ' in printed
+
+
+def test_input_pipeline_prints_table(capsys, tiny_data_dir):
+  from benchmarks import input_pipeline
+  input_pipeline.main(['--builder_config', 'tiny', '--data_dir',
+                       tiny_data_dir, '--window', '4', '--image_size', '24',
+                       '--resize_size', '28', '--batches', '2', '--workers',
+                       '0,1', '--threads', '1', '--model_frames_per_s', '10'])
+  printed = capsys.readouterr().out
+  assert '| 0 workers' in printed
+  assert 'training step consumes' in printed
+
+
+def test_prepare_prints_table(capsys):
+  from benchmarks import prepare
+  prepare.main(['--videos', '2', '--frames', '8', '--height', '120',
+                '--width', '160', '--detectors', 'none', '--workers', '0'])
+  printed = capsys.readouterr().out
+  assert '| none' in printed
+
+
+def test_layers_prints_table(capsys):
+  from benchmarks import layers
+  layers.main(['--tiny', '--batch', '2', '--steps', '1', '--warmup', '1'])
+  printed = capsys.readouterr().out
+  assert 'conv 3x3 64->64: JAX XLA default (YNNPACK)' in printed
+  assert 'max-pool 3x3/2: JAX int8 argmax (pooling)' in printed
