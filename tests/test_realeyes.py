@@ -157,6 +157,10 @@ def test_truncated_faststart_video_fails_prepare_or_is_listed(manual_dir,
   name = builder.builder_config.name
   splits = builder_util.load_splits('realeyes', data_dir, name)
   assert 's0001_v00' not in [v for d in splits.values() for v in d.video_ids]
+  # Loading the splits (as training does) says what the dataset lacks.
+  loaded = capsys.readouterr().out
+  assert 'was prepared with skip_broken' in loaded
+  assert 'train/s0001_v00: left out' in loaded
   # A rerun reuses the dataset and still reports what it lacks.
   again = prepare.prepare('realeyes', data_dir, str(root), detector='none',
                           landmarks='none', image_size=32, skip_broken=True)
