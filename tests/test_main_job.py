@@ -2,8 +2,8 @@
 must not (the synthetic dataset's signal is in the faces, not in who or where
 they are). Two of the slow tests of the suite (~7 and ~2 minutes).
 
-The README job reaches test CCC 0.57 / 0.65 (valence / arousal) on the pinned
-packages; 0.45 leaves room for other package versions and thread counts while
+The README job reaches test CCC 0.72 / 0.85 (valence / arousal) on the
+current packages; 0.45 leaves room for other package versions and thread counts while
 staying far above the frozen control."""
 
 import json
