@@ -140,7 +140,7 @@ def test_chain_runs_resumes_and_skips_finished_stages(make_tiny_config,
     assert np.isfinite(test[k])
   out = capsys.readouterr().out
   assert 'Test results' in out and 'valence' in out
-  with open(tmp_path / 'test' / 'predictions.csv') as f:
+  with open(tmp_path / 'test' / 'predictions' / 'test.csv') as f:
     rows = list(csv.DictReader(f))
   split = ip.load_split(config.test.dataset, 'test')
   assert len(rows) == split.num_frames
