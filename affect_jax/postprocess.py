@@ -80,12 +80,13 @@ def centre(x: np.ndarray, bias: float) -> np.ndarray:
   return np.asarray(x, np.float64) + bias
 
 
-def scale(x: np.ndarray, factor: float) -> np.ndarray:
-  """Scales the deviations of `x` from its own mean by `factor`."""
+def scale(x: np.ndarray, factor: float, mean: float | None = None
+          ) -> np.ndarray:
+  """Scales the deviations of `x` from `mean` (default: its own) by `factor`."""
   x = np.asarray(x, np.float64)
   if x.size == 0:
     return x.copy()
-  m = x.mean()
+  m = x.mean() if mean is None else mean
   return m + factor * (x - m)
 
 
@@ -113,7 +114,7 @@ def _apply(step: str, value: float, series: list[np.ndarray],
   if step == 'scale':
     # Around the split's mean, as the factor was fitted on the whole split.
     m = np.concatenate(series).mean() if series else 0.0
-    return [m + value * (s - m) for s in series]
+    return [scale(s, value, m) for s in series]
   raise AffectJaxError(f'Unknown post-processing step {step!r}; use one of '
                        f'{STEPS}.')
 
