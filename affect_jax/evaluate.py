@@ -66,7 +66,7 @@ def test_stage(ctx) -> dict[str, Any]:
              outputs=list(names))
   writers.write_json(os.path.join(workdir, 'results.json'), out)
   if jax.process_index() == 0:
-    _write_text(os.path.join(workdir, 'results.md'),
+    write_text(os.path.join(workdir, 'results.md'),
                 markdown_table(per_split, task, names, order=list(per_split)))
   print(format_table(per_split[last], task, names,
                      title=f'Test results on {per_split[last]["split"]} '
@@ -86,7 +86,8 @@ def score_table(task: tasks_lib.Task, table: inference.FrameTable,
   return task.result(acc, names)
 
 
-def _write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
+  """Writes a text file atomically."""
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     f.write(text)

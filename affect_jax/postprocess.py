@@ -280,8 +280,7 @@ def run(fit_csv: str, apply_csv: str, out_dir: str, cfg) -> dict[str, Any]:
     evaluate.write_predictions(os.path.join(out_dir, 'predictions'),
                                splits[key], table, columns)
   text = _markdown(out, names, chains)
-  with open(os.path.join(out_dir, 'results.md'), 'w') as f:
-    f.write(text)
+  evaluate.write_text(os.path.join(out_dir, 'results.md'), text)
   print(text, flush=True)
   return out
 
