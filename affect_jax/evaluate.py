@@ -27,6 +27,7 @@ import numpy as np
 
 from affect_jax import inference
 from affect_jax import input_pipeline
+from affect_jax import metrics
 from affect_jax import plots
 from affect_jax import tasks as tasks_lib
 from affect_jax import writers
@@ -43,36 +44,102 @@ def test_stage(ctx) -> dict[str, Any]:
                          'a train stage ("stage:finetune") or a path.')
   predictor = inference.Predictor.load(source)
   task, names = predictor.task, predictor.output_names
-  columns = task.columns(names)
   per_split = {}
   for split_name in [s.strip() for s in cfg.splits.split(',') if s.strip()]:
     split = input_pipeline.load_split(cfg.dataset, split_name)
-    task.check_dataset(split, len(names))
-    acc = task.accumulator()
-    table = inference.collect(
-        predictor.predict_split(split, config.batch_size, config.input), acc)
-    results = task.result(acc, names)
-    results.update(split=split.name, checkpoint_step=predictor.meta['step'])
-    per_split[split_name] = results
-    if jax.process_index() == 0:
-      write_predictions(os.path.join(workdir, 'predictions'), split_name,
-                        table, columns)
-      if cfg.plots:
-        plots.split_plots(task, table, results, columns, names,
-                          os.path.join(workdir, 'plots'), split_name,
-                          title=f'{config.get("name", "")} {split.name}')
+    per_split[split_name] = score_split(
+        predictor, split, config, workdir, split_name, plots_=cfg.plots,
+        aggregate=cfg.get('aggregate', ''))
+  return write_results(workdir, per_split, task, names,
+                       f'(checkpoint step {predictor.meta["step"]})')
+
+
+def score_split(predictor: inference.Predictor,
+                split: input_pipeline.SplitData, config, workdir: str,
+                label: str, plots_: bool = True, aggregate: str = ''
+                ) -> dict[str, Any]:
+  """One split scored by a model: metrics, prediction CSVs and plots.
+
+  Args:
+    predictor: the model.
+    split: the prepared split (or a fold of one).
+    config: the experiment config (batch size; loader threads).
+    workdir: where predictions/ and plots/ go.
+    label: the split's name in file names (`predictions/<label>.csv`).
+    plots_: write the task's plots.
+    aggregate: '' or 'clip': also score one class per clip
+      (`metrics.aggregate_clips`; `clip_*` metrics, a clip CSV and a clip
+      confusion plot).
+  """
+  task, names = predictor.task, predictor.output_names
+  task.check_dataset(split, len(names))
+  if aggregate not in ('', 'clip'):
+    raise AffectJaxError(f'aggregate={aggregate!r} (config <stage>.aggregate)'
+                         "; use '' or 'clip'.")
+  if aggregate and task.needs != 'classes':
+    raise AffectJaxError(f'aggregate={aggregate!r} needs a class task; the '
+                         f'model\'s task is {task.name!r}.')
+  acc = task.accumulator()
+  table = inference.collect(
+      predictor.predict_split(split, config.batch_size, config.input), acc)
+  results = task.result(acc, names)
+  results.update(split=split.name, checkpoint_step=predictor.meta['step'])
+  clips = None
+  if aggregate:
+    clips = metrics.aggregate_clips(table.video_id, table.outputs,
+                                    table.targets, table.has_face)
+    report = metrics.classification_report(clips[1], clips[2], names)
+    report['num_clips'] = report.pop('num_frames')
+    results.update({f'clip_{k}': v for k, v in report.items()})
+  if jax.process_index() == 0:
+    columns = task.columns(names)
+    write_predictions(os.path.join(workdir, 'predictions'), label, table,
+                      columns)
+    if clips is not None:
+      write_clips(os.path.join(workdir, 'predictions', f'{label}_clips.csv'),
+                  clips, names)
+    if plots_:
+      title = f'{config.get("name", "")} {split.name}'
+      plots.split_plots(task, table, results, columns, names,
+                        os.path.join(workdir, 'plots'), label, title=title)
+      if clips is not None:
+        plots.confusion(
+            {'confusion': results['clip_confusion'],
+             'accuracy': results['clip_accuracy']}, names,
+            os.path.join(workdir, 'plots', f'{label}_clip_confusion.png'),
+            f'{title} per clip')
+  return results
+
+
+def write_results(workdir: str, per_split: dict[str, dict[str, Any]],
+                  task: tasks_lib.Task, names: Sequence[str],
+                  note: str = '') -> dict[str, Any]:
+  """results.json / results.md of scored splits; prints the last one."""
   last = list(per_split)[-1]
   out = dict(per_split[last], splits=per_split, task=task.name,
              outputs=list(names))
   writers.write_json(os.path.join(workdir, 'results.json'), out)
   if jax.process_index() == 0:
     write_text(os.path.join(workdir, 'results.md'),
-                markdown_table(per_split, task, names, order=list(per_split)))
+               markdown_table(per_split, task, names, order=list(per_split)))
   print(format_table(per_split[last], task, names,
                      title=f'Test results on {per_split[last]["split"]} '
-                     f'(checkpoint step {predictor.meta["step"]})'),
+                     f'{note}'.rstrip()),
         flush=True)
   return out
+
+
+def write_clips(path: str, clips, names: Sequence[str]) -> None:
+  """One row per clip: clip id, predicted and true class."""
+  ids, predicted, true = clips
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['video_id', 'predicted', 'true'])
+    for vid, p, t in zip(ids, predicted, true):
+      w.writerow([vid, names[p], names[t]])
+  os.replace(tmp, path)
 
 
 def score_table(task: tasks_lib.Task, table: inference.FrameTable,
@@ -189,12 +256,18 @@ def markdown_table(per_split: dict[str, dict[str, Any]], task: tasks_lib.Task,
     extra = [_cell(per_split[o].get(key)) for o in others]
     return s + (f' ({", ".join(extra)})' if extra else '')
 
-  for metric in task.per_output_metrics:
+  row_metrics = list(task.per_output_metrics)
+  if any(k.startswith('clip_') for k in per_split[main]):
+    row_metrics += [f'clip_{m}' for m in task.per_output_metrics]
+  for metric in row_metrics:
     lines.append(f'| {metric} | ' + ' | '.join(
         cell(f'{metric}_{c}') for c in cols) + ' |')
   lines.append('')
   for key in task.summary_keys:
     lines.append(f'- {key}: {cell(key)}')
+  if 'clip_accuracy' in per_split[main]:
+    lines.append(f'- clip_accuracy: {cell("clip_accuracy")} '
+                 f'({per_split[main].get("clip_num_clips")} clips)')
   return '\n'.join(lines) + '\n'
 
 
@@ -208,6 +281,67 @@ def format_table(results: dict[str, Any], task: tasks_lib.Task,
   for name, _ in task.columns(output_names):
     lines.append(f'{name:12s}' + ''.join(
         f'{results.get(f"{m}_{name}", np.nan):9.3f}' for m in metric_names))
-  lines.append('  '.join(f'{k} {results.get(k, np.nan):.3f}'
-                         for k in task.summary_keys))
+  keys = list(task.summary_keys) + (['clip_accuracy']
+                                    if 'clip_accuracy' in results else [])
+  lines.append('  '.join(f'{k} {results.get(k, np.nan):.3f}' for k in keys))
   return '\n'.join(lines)
+
+
+def cross_test_stage(ctx) -> dict[str, Any]:
+  """The `cross_test` stage kind: every model on every dataset, one table.
+
+  Rows are the models (named after their stage, or their folder), columns
+  the datasets (`cfg.datasets` keys), cells the task's summary metrics on
+  each dataset's `test_split`. Per pair, predictions go to
+  `predictions/<model>_on_<dataset>.csv`.
+  """
+  config, cfg, workdir = ctx.config, ctx.cfg, ctx.workdir
+  os.makedirs(workdir, exist_ok=True)
+  refs = [r.strip() for r in cfg.checkpoints.split(',') if r.strip()]
+  if not refs or not list(cfg.datasets.keys()):
+    raise AffectJaxError(f'config.{ctx.name} needs checkpoints (comma list) '
+                         'and at least one entry in datasets.')
+  pairs: dict[str, dict[str, dict[str, Any]]] = {}
+  task = names = None
+  for ref in refs:
+    source = ctx.source(ref)
+    model = ref[len('stage:'):] if ref.startswith('stage:') else (
+        os.path.basename(os.path.normpath(source)))
+    predictor = inference.Predictor.load(source)
+    if task is None:
+      task, names = predictor.task, predictor.output_names
+    elif predictor.task.name != task.name:
+      raise AffectJaxError(f'config.{ctx.name}.checkpoints mixes tasks '
+                           f'({task.name!r} and {predictor.task.name!r}).')
+    pairs[model] = {}
+    for data_name in cfg.datasets.keys():
+      data = cfg.datasets[data_name]
+      split = input_pipeline.load_split(data, data.test_split)
+      pairs[model][data_name] = score_split(
+          predictor, split, config, workdir, f'{_safe(model)}_on_{data_name}',
+          plots_=cfg.plots)
+  out = {'pairs': pairs, 'task': task.name, 'outputs': list(names)}
+  writers.write_json(os.path.join(workdir, 'results.json'), out)
+  text = cross_table(pairs, task)
+  if jax.process_index() == 0:
+    write_text(os.path.join(workdir, 'results.md'), text)
+  print(text, flush=True)
+  return out
+
+
+def cross_table(pairs: dict[str, dict[str, dict[str, Any]]],
+                task: tasks_lib.Task) -> str:
+  """Markdown: rows = trained on, columns = tested on, cells = metrics."""
+  datasets = list(next(iter(pairs.values())))
+  keys = [k for k in task.summary_keys if k != 'ccc_mean'] or list(
+      task.summary_keys)
+  row = next(iter(pairs.values()))
+  lines = [f'Cross-database evaluation (cells: {" / ".join(keys)}; splits: '
+           + ', '.join(f'{d} {row[d]["split"]}' for d in datasets) + ')', '',
+           '| trained on \\ tested on | ' + ' | '.join(datasets) + ' |',
+           '|---|' + '---|' * len(datasets)]
+  for model, row in pairs.items():
+    lines.append(f'| {model} | ' + ' | '.join(
+        ' / '.join(_cell(row[d].get(k)) for k in keys) for d in datasets)
+                 + ' |')
+  return '\n'.join(lines) + '\n'

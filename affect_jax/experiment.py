@@ -41,7 +41,9 @@ class StageContext:
     if not ref:
       return None
     if ref.startswith('REQUIRED:'):
-      key = 'init_from' if self.cfg.kind == 'train' else 'checkpoint_from'
+      key = {'train': 'init_from', 'cv': 'train.init_from',
+             'cross_test': 'checkpoints'}.get(self.cfg.kind,
+                                              'checkpoint_from')
       raise AffectJaxError(
           f'config.{self.name}.{key} must be set for this variant: '
           f'{ref[len("REQUIRED:"):].strip()}; pass '
@@ -64,12 +66,15 @@ class StageContext:
 
 def stage_kinds() -> dict[str, Callable[[StageContext], dict[str, Any]]]:
   # Imported here so that `--help` and config errors need no JAX warm-up.
+  from affect_jax import cross_validation  # pylint: disable=g-import-not-at-top
   from affect_jax import evaluate  # pylint: disable=g-import-not-at-top
   from affect_jax import postprocess  # pylint: disable=g-import-not-at-top
   from affect_jax import train  # pylint: disable=g-import-not-at-top
   return {'train': train.train_and_evaluate,
           'test': evaluate.test_stage,
-          'postprocess': postprocess.postprocess_stage}
+          'postprocess': postprocess.postprocess_stage,
+          'cv': cross_validation.cv_stage,
+          'cross_test': evaluate.cross_test_stage}
 
 
 def check(config) -> list[str]:

@@ -69,7 +69,11 @@ def build_model(model_cfg, num_outputs: int):
 
 
 def make_mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  # Auto axes: jit's in/out shardings place the arrays and XLA propagates
+  # them (Explicit axes would make ops such as dropout's select demand
+  # matching shardings of their operands).
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def to_device(batch, sharding: NamedSharding, keys: Sequence[str]):
@@ -136,7 +140,8 @@ def predict_split(logits_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
         frame_index=batch[input_pipeline.FRAME_INDEX],
         time=batch[F.TIME],
         has_face=batch[F.HAS_FACE] > 0,
-        mask=batch[F.MASK] > 0,
+        # Real frames; a still's repeats (frame index -1) are not reported.
+        mask=(batch[F.MASK] > 0) & (batch[input_pipeline.FRAME_INDEX] >= 0),
         outputs=task.activation(logits),
         targets=np.asarray(task.targets(batch), np.float64))
 
@@ -211,7 +216,8 @@ class Predictor:
     from configs import common  # pylint: disable=g-import-not-at-top
     cfg = common.input_section()
     if loader_cfg is not None:
-      for k in ('num_threads', 'prefetch_batches', 'num_workers'):
+      for k in ('num_threads', 'prefetch_batches', 'num_workers',
+                'repeat_stills'):
         if k in loader_cfg:
           cfg[k] = loader_cfg[k]
     cfg.update(self.meta['input'])

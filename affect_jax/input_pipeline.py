@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from affect_jax import features as F
+from affect_jax import samplers
 from affect_jax.errors import AffectJaxError
 
 # Batch keys of per-frame float labels read straight from the records.
@@ -77,9 +78,29 @@ class SplitData:
   def num_frames(self) -> int:
     return int(self.lengths.sum())
 
+  def frame_rows(self) -> np.ndarray:
+    """Record indices of this split's frames (all of them, in order)."""
+    if not len(self.starts):
+      return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(s, s + n) for s, n in
+                           zip(self.starts, self.lengths)]).astype(np.int64)
+
   def emotion_counts(self) -> np.ndarray:
     """Frames per emotion class, [C]."""
-    return (self.emotions > 0.5).sum(axis=0).astype(np.int64)
+    return (self.emotions[self.frame_rows()] > 0.5).sum(axis=0).astype(
+        np.int64)
+
+  def subset(self, videos: Sequence[int], name: str) -> 'SplitData':
+    """The split restricted to the videos at indices `videos` (a CV fold).
+
+    The records and per-frame label arrays are shared (indexed through
+    `starts`), so a subset costs nothing.
+    """
+    idx = np.asarray(sorted(int(v) for v in videos), np.int64)
+    return dataclasses.replace(
+        self, name=name, video_ids=[self.video_ids[i] for i in idx],
+        subject_ids=[self.subject_ids[i] for i in idx],
+        starts=self.starts[idx], lengths=self.lengths[idx])
 
 
 def _str(value) -> str:
@@ -200,6 +221,41 @@ def _report_skipped(builder, splits: list[str]) -> None:
           f'{len(missing)} video(s) of {"+".join(splits)} are missing or cut '
           'short:\n  ' + '\n  '.join(core.format_broken(e) for e in missing),
           flush=True)
+
+
+def check_landmarks(split: SplitData, sample: int = 64) -> None:
+  """Refuses a split whose records hold no landmarks (all zeros).
+
+  For models that fuse the 68 landmarks (AffWildNet): reads up to `sample`
+  frames with a face, spread over the split; zeros everywhere mean the
+  dataset was prepared without landmarks, and training on them would
+  silently learn from zeros.
+
+  Raises:
+    AffectJaxError: naming the dataset and the `prepare` option to rebuild.
+  """
+  rows = split.frame_rows()
+  if not rows.size:
+    return
+  pick = rows[np.linspace(0, rows.size - 1, min(sample, rows.size)).astype(
+      np.int64)]
+  records = split.source.__getitems__([int(i) for i in pick])
+  for r in records:
+    lm = np.asarray(r.get(F.RECORD_LANDMARKS, 0.0), np.float32)
+    if bool(r.get(F.RECORD_HAS_FACE, True)) and np.any(
+        np.nan_to_num(lm) != 0):
+      return
+  dataset = split.metadata.get('dataset', split.name).split('/')[0]
+  how = split.metadata.get('landmarks')
+  raise AffectJaxError(
+      f'The model fuses facial landmarks (model.use_landmarks; AffWildNet '
+      f'does by default) but {split.name} holds none: the {len(records)} '
+      f'sampled frames with a face all have zero landmarks'
+      + (f' (it was prepared with --landmarks={how})' if how else '') +
+      f'. Rebuild it with landmarks: python -m affect_jax.prepare '
+      f'--dataset={dataset} --landmarks=dlib --manual_dir=... (the dlib '
+      '68-point model ships with face_recognition_models), or train without '
+      'them: --config.model.use_landmarks=False.')
 
 
 # Bump when SplitData or index_split changes: older cached indexes are redone.
@@ -441,6 +497,10 @@ class LoadWindow:
   brightness_delta: float = 0.0  # in [0, 1] of the 255 range.
   saturation_range: tuple[float, float] = (1.0, 1.0)
   num_emotions: int | None = None
+  # A still image (a video of one frame) fills the whole window with
+  # repeats (affect4k thesis Sec. 6.7.1); only the last step is reported
+  # and scored (the other steps have frame index -1 and no labels).
+  repeat_stills: bool = False
 
   def __call__(self, row: np.ndarray, rng: np.random.Generator | None = None
                ) -> dict[str, np.ndarray]:
@@ -475,7 +535,11 @@ class LoadWindow:
       scale = size
       bright, sat = 0.0, 1.0
 
+    still = (self.repeat_stills and n == 1 and t > 1 and
+             int(self.split.lengths[v]) == 1)
     for i, r in enumerate(records):
+      if still:  # Reported at the last step, after T - 1 repeats.
+        i = t - 1
       try:
         img = decode_resized(r[F.RECORD_IMAGE], scale)
       except Exception as e:  # pylint: disable=broad-except
@@ -500,6 +564,10 @@ class LoadWindow:
         # Landmarks are normalised to the stored frame; follow the crop.
         lm = np.asarray(r[F.RECORD_LANDMARKS], np.float32)
         out[F.LANDMARKS][i] = (lm * scale - np.array([ox, oy])) / size
+    if still and records:
+      for key in (F.FRAMES, F.LANDMARKS, F.HAS_FACE):
+        out[key][:] = out[key][t - 1]
+      out[F.MASK][:] = 1.0
     return out
 
 
@@ -511,13 +579,14 @@ def _color_jitter(img: np.ndarray, bright: float, sat: float) -> np.ndarray:
 
 
 def _loader(split: SplitData, input_cfg, augment: bool,
-            num_emotions: int | None) -> LoadWindow:
+            num_emotions: int | None,
+            repeat_stills: bool = False) -> LoadWindow:
   return LoadWindow(
       split=split, window=input_cfg.window, image_size=input_cfg.image_size,
       resize_size=input_cfg.resize_size, augment=augment,
       brightness_delta=input_cfg.brightness_delta,
       saturation_range=tuple(input_cfg.saturation_range),
-      num_emotions=num_emotions)
+      num_emotions=num_emotions, repeat_stills=repeat_stills)
 
 
 def _check_batch(batch_size: int) -> int:
@@ -533,24 +602,59 @@ def _check_batch(batch_size: int) -> int:
   return batch_size // jax.process_count()
 
 
-def train_windows(split: SplitData, input_cfg,
-                  rare_repeats: int = 1) -> np.ndarray:
-  """The training windows of a split (one epoch), [N, 3] rows."""
+def train_windows(split: SplitData, input_cfg, rare_repeats: int = 1,
+                  sampler: str = 'shuffle', sampler_targets='',
+                  seed: int = 0) -> np.ndarray:
+  """The training windows of a split (one epoch), [N, 3] rows.
+
+  `rare_repeats` (tzirakis2019) and `sampler='va_quadrants'` (kollias2019)
+  change which windows an epoch holds; see `affect_jax.samplers`.
+  """
+  if sampler not in samplers.SAMPLERS:
+    raise AffectJaxError(f'Unknown sampler {sampler!r} (config '
+                         f'<stage>.sampler); use one of {samplers.SAMPLERS}.')
   windows = make_windows(split.lengths, input_cfg.window,
                          input_cfg.train_stride)
-  return rare_window_repeats(split, windows, rare_repeats)
+  windows = rare_window_repeats(split, windows, rare_repeats)
+  if sampler == 'va_quadrants':
+    quadrants = samplers.window_quadrants(split.valence, split.arousal,
+                                          split.starts, windows)
+    windows = samplers.oversample_quadrants(
+        windows, quadrants, samplers.parse_targets(sampler_targets), seed)
+  return windows
 
 
 def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
                   augment: bool = True, rare_repeats: int = 1,
-                  num_emotions: int | None = None) -> grain.MapDataset:
+                  num_emotions: int | None = None, sampler: str = 'shuffle',
+                  sampler_targets='') -> grain.MapDataset:
   """An infinite, deterministic `MapDataset` of this process's train batches.
 
   Element s is the batch of step s, so `ds[start:]` resumes exactly.
   """
   local_batch = _check_batch(batch_size)
-  windows = train_windows(split, input_cfg, rare_repeats)
-  ds = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
+  windows = train_windows(split, input_cfg, rare_repeats, sampler,
+                          sampler_targets, seed)
+  if sampler == 'distinct_videos':
+    # A new arrangement each epoch; batch b of the epoch has B videos.
+    per_epoch = (len(windows) // batch_size) * batch_size
+    if not per_epoch:
+      raise AffectJaxError(
+          f'{split.name} has {len(windows)} training windows, fewer than '
+          f'batch_size={batch_size}; lower --config.batch_size.')
+    orders: dict[int, np.ndarray] = {}
+
+    def pick(index, position):
+      epoch = int(index) // per_epoch
+      if epoch not in orders:
+        orders.clear()
+        orders[epoch] = samplers.distinct_video_order(
+            windows[:, 0], batch_size, seed=seed * 100_003 + epoch)
+      return windows[orders[epoch][int(position)]]
+
+    ds = grain.MapDataset.range(per_epoch).repeat().map_with_index(pick)
+  else:
+    ds = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
   # Each process takes its share of every global batch.
   ds = ds[jax.process_index()::jax.process_count()]
   loader = _loader(split, input_cfg, augment, num_emotions)
@@ -579,7 +683,8 @@ def eval_dataset(split: SplitData, input_cfg, batch_size: int,
   windows[len(windows) - pad:, 2] = 0
   ds = grain.MapDataset.source(windows)
   ds = ds[jax.process_index()::n_proc]
-  ds = ds.map(_loader(split, input_cfg, False, num_emotions))
+  ds = ds.map(_loader(split, input_cfg, False, num_emotions,
+                      repeat_stills=input_cfg.get('repeat_stills', True)))
   return ds.batch(local_batch, drop_remainder=True)
 
 
@@ -601,7 +706,11 @@ def normalize(frames: jnp.ndarray, mode: str) -> jnp.ndarray:
 
   Modes: 'imagenet' ((x/255 - mean) / std, torchvision's statistics, for
   ImageNet-initialised trunks), 'symmetric' ((x - 128) / 128, in [-1, 1],
-  kollias2019 / affect4k), 'unit' (x / 255).
+  kollias2019 / affect4k), 'unit' (x / 255), and the affect4k thesis' other
+  two (Sec. 6.1): 'mean_subtraction' (x - the mean pixel of the VGG-16
+  model the thesis started from, ImageNet's RGB mean) and 'whitening'
+  (per image: (x - mean) / max(std, 1/sqrt(pixels x 3)), as
+  tf.image.per_image_standardization).
   """
   x = frames.astype(jnp.float32)
   if mode == 'imagenet':
@@ -610,6 +719,18 @@ def normalize(frames: jnp.ndarray, mode: str) -> jnp.ndarray:
     return (x - 128.0) / 128.0
   if mode == 'unit':
     return x / 255.0
+  if mode == 'mean_subtraction':
+    return x - IMAGENET_MEAN
+  if mode == 'whitening':
+    axes = (-3, -2, -1)
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    std = jnp.std(x, axis=axes, keepdims=True)
+    n = x.shape[-3] * x.shape[-2] * x.shape[-1]
+    return (x - mean) / jnp.maximum(std, 1.0 / np.sqrt(n))
   raise AffectJaxError(
-      f'Unknown input.normalization {mode!r}; use one of imagenet, '
-      'symmetric, unit.')
+      f'Unknown input.normalization {mode!r}; use one of '
+      f'{", ".join(NORMALIZATIONS)}.')
+
+
+NORMALIZATIONS = ('imagenet', 'symmetric', 'unit', 'mean_subtraction',
+                  'whitening')

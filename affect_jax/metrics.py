@@ -388,6 +388,48 @@ def classification_report(predicted, true, class_names: Sequence[str]
   return out
 
 
+def aggregate_clips(video_ids, probabilities, labels, has_face=None
+                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+  """Frame predictions -> one predicted and one true class per clip.
+
+  kollias2019 Sec. 5.2.1 (AFEW): AffWildNet classifies frames, then "video
+  classification based on frame aggregation". A clip's class is the argmax
+  of its frames' mean probabilities, over the frames with a face (all of
+  its frames if none has one); its true class is the most frequent label of
+  its labelled frames. Clips without any label are left out.
+
+  Args:
+    video_ids: [N] the clip of each frame.
+    probabilities: float [N, C] per-frame class probabilities.
+    labels: float [N, C] one-hot labels (NaN / all-zero rows = none).
+    has_face: optional bool [N].
+
+  Returns:
+    (clip ids in order of appearance, int [M] predicted, int [M] true).
+  """
+  video_ids = np.asarray(video_ids).astype(str)
+  probabilities = np.asarray(probabilities, np.float64)
+  labels = np.asarray(labels, np.float64)
+  has_face = (np.ones(len(video_ids), bool) if has_face is None else
+              np.asarray(has_face, bool))
+  labelled = ~np.any(np.isnan(labels), axis=-1) & (
+      np.nansum(labels, axis=-1) > 0.5)
+  _, first = np.unique(video_ids, return_index=True)
+  ids, predicted, true = [], [], []
+  for i in sorted(first):
+    vid = video_ids[i]
+    rows = video_ids == vid
+    if not (rows & labelled).any():
+      continue
+    use = rows & has_face if (rows & has_face).any() else rows
+    predicted.append(int(np.argmax(probabilities[use].mean(axis=0))))
+    counts = np.bincount(np.argmax(labels[rows & labelled], axis=-1),
+                         minlength=labels.shape[1])
+    true.append(int(np.argmax(counts)))
+    ids.append(str(vid))
+  return ids, np.asarray(predicted, np.int64), np.asarray(true, np.int64)
+
+
 def roc_auc(scores, labels) -> float:
   """Area under the ROC curve (Mann-Whitney U, tied scores averaged).
 

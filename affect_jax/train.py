@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
+import ml_collections
 import optax
 
 from affect_jax import checkpointing
@@ -165,10 +166,12 @@ class Stage:
   def init_variables(self, seed: int) -> dict[str, Any]:
     x = jnp.zeros(self.input_shape[:1] + (2,) + self.input_shape[2:],
                   jnp.float32)
+    landmarks = jnp.zeros(x.shape[:2] + (F.NUM_LANDMARKS, 2), jnp.float32)
     init = jax.jit(functools.partial(self.model.init, train=False),
                    out_shardings=self.replicated)
     return dict(init({'params': jax.random.PRNGKey(seed),
-                      'dropout': jax.random.PRNGKey(seed + 1)}, x))
+                      'dropout': jax.random.PRNGKey(seed + 1)}, x,
+                     landmarks=landmarks))
 
   def create_state(self, variables) -> TrainState:
     tx = make_optimizer(self.cfg, variables['params'])
@@ -277,12 +280,16 @@ def model_record(config, task: tasks_lib.Task, output_names, split, step: int,
 
 
 def _schedule_in_steps(cfg, steps_per_epoch: int):
-  """num_train_steps / eval_every_steps, from the epoch keys where set."""
+  """num_train_steps / eval_every_steps / checkpoint_every_steps, from the
+  epoch keys where set."""
   if cfg.get('num_epochs'):
     cfg.num_train_steps = max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
   if cfg.get('eval_every_epochs'):
     cfg.eval_every_steps = max(1, round(cfg.eval_every_epochs *
                                         steps_per_epoch))
+  if cfg.get('checkpoint_every_epochs'):
+    cfg.checkpoint_every_steps = max(1, round(cfg.checkpoint_every_epochs *
+                                              steps_per_epoch))
 
 
 def train_and_evaluate(ctx) -> dict[str, Any]:
@@ -292,12 +299,34 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
     A summary (best step and epoch, best validation metrics), also written
     to `<stage>/summary.json`.
   """
-  config, cfg, workdir = ctx.config, ctx.cfg, ctx.workdir
-  os.makedirs(workdir, exist_ok=True)
-  task = tasks_lib.get(cfg.task)
+  cfg = ctx.cfg
   train_split = input_pipeline.load_split(cfg.dataset, cfg.dataset.train_split)
   eval_split = input_pipeline.load_split(cfg.dataset, cfg.dataset.eval_split)
+  return train(ctx.config, cfg, ctx.workdir, train_split, eval_split,
+               init_source=ctx.source(cfg.init_from), name=ctx.name)
+
+
+def uses_landmarks(model_cfg) -> bool:
+  """Whether `config.model` fuses landmarks (AffWildNet does by default)."""
+  if 'use_landmarks' in model_cfg:
+    return bool(model_cfg.use_landmarks)
+  return model_cfg.arch == 'affwildnet'
+
+
+def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
+          eval_split: input_pipeline.SplitData, init_source: str | None = None,
+          name: str = 'train') -> dict[str, Any]:
+  """Trains `cfg` (a resolved train section) on given splits in `workdir`.
+
+  The train stage loads its splits by name; cross validation
+  (`affect_jax.cross_validation`) passes the folds of one split.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  task = tasks_lib.get(cfg.task)
   task.check_dataset(train_split)
+  if uses_landmarks(config.model):
+    input_pipeline.check_landmarks(train_split)
   output_names = task.output_names(train_split.emotion_names)
   n_out = len(output_names)
   loss_name = cfg.loss or task.default_loss
@@ -306,18 +335,19 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
   if loss_name == 'weighted_bce':
     counts = train_split.emotion_counts()
     class_weights = np.asarray(losses.class_weights_from_counts(counts))
-    print(f'[{ctx.name}] class frame counts '
+    print(f'[{name}] class frame counts '
           f'{dict(zip(output_names, counts.tolist()))} -> weights '
           f'{np.round(class_weights, 3).tolist()}', flush=True)
 
+  sampler = dict(sampler=cfg.get('sampler', 'shuffle'),
+                 sampler_targets=cfg.get('sampler_targets', ''))
   steps_per_epoch = max(1, len(input_pipeline.train_windows(
-      train_split, config.input, cfg.rare_window_repeats)) //
-                        config.batch_size)
+      train_split, config.input, cfg.rare_window_repeats, seed=cfg.seed,
+      **sampler)) // config.batch_size)
   _schedule_in_steps(cfg, steps_per_epoch)
   writers.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
   stage = Stage(config, cfg, n_out, class_weights)
   variables = stage.init_variables(cfg.seed)
-  init_source = ctx.source(cfg.init_from)
   if init_source:
     variables = init_from_checkpoint(variables, init_source,
                                      _as_tuple(cfg.init_keep))
@@ -328,7 +358,7 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
   restored = ckpts.restore_latest(state)
   if restored is not None:
     state, loop = restored
-    print(f'[{ctx.name}] resuming from step {int(state.step)}.', flush=True)
+    print(f'[{name}] resuming from step {int(state.step)}.', flush=True)
   start = int(state.step)
 
   ds = input_pipeline.train_dataset(
@@ -337,7 +367,7 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
       num_emotions=None if task.needs == 'va' else n_out)
   writer = writers.MetricWriter(workdir)
   frames_per_step = config.batch_size * config.input.window
-  print(f'[{ctx.name}] task={task.name} loss={loss_name} '
+  print(f'[{name}] task={task.name} loss={loss_name} '
         f'train={train_split.name} ({train_split.num_frames} frames, '
         f'{len(train_split.video_ids)} videos, {steps_per_epoch} steps an '
         f'epoch) eval={eval_split.name} ({eval_split.num_frames} frames); '
@@ -357,7 +387,7 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
       loss = float(scalars['loss'])
       dt = time.time() - t_last
       sps = (step - step_last) / max(dt, 1e-9)
-      print(f'[{ctx.name}] step {step}/{cfg.num_train_steps} '
+      print(f'[{name}] step {step}/{cfg.num_train_steps} '
             f'(epoch {step / steps_per_epoch:.1f}) loss {loss:.4f} | '
             f'{sps:.2f} steps/s {sps * frames_per_step:.0f} frames/s',
             flush=True)
@@ -401,7 +431,7 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
       shown = ' '.join(f'{k} {results[k]:.3f}' for k in task.summary_keys
                        if k in results)
       best = loop['best_metric']
-      print(f'[{ctx.name}] eval step {step}: {shown} (best '
+      print(f'[{name}] eval step {step}: {shown} (best '
             f'{cfg.best_metric} {best if best is None else round(best, 3)} '
             f'at step {loop["best_step"]}; {time.time() - t_eval:.1f}s)'
             + (' -> early stop' if loop['stopped_early'] else ''), flush=True)
@@ -428,5 +458,5 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
   if jax.process_index() == 0:
     plots.learning_curves(os.path.join(workdir, 'metrics.csv'),
                           os.path.join(workdir, 'learning_curves.png'),
-                          task.summary_keys, title=f'{config.get("name", "")} {ctx.name}')
+                          task.summary_keys, title=f'{config.get("name", "")} {name}')
   return summary

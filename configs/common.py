@@ -11,7 +11,11 @@ schedule defaults) plus one section per stage, run in the order of
                results, per-frame prediction CSVs, tables and plots;
   postprocess  the tzirakis2019 chain (median filter, centring, scaling,
                time shift) chosen on one prediction file and applied to
-               another.
+               another;
+  cv           K-fold subject-independent cross validation of a train
+               section (kollias2019 on AFEW-VA): per-fold and mean results;
+  cross_test   several trained models on several datasets, one table of
+               all pairs (the affect4k thesis' cross-database evaluation).
 
 Stages refer to each other by name: `init_from='stage:pretrain'`,
 `checkpoint_from='stage:finetune'`, `predictions_from='stage:test'`; any
@@ -34,7 +38,7 @@ from ml_collections import config_dict
 INHERITED = ('seed', 'num_train_steps', 'num_epochs', 'learning_rate',
              'schedule', 'warmup_steps', 'decay_steps', 'decay_rate',
              'eval_every_steps', 'eval_every_epochs', 'checkpoint_every_steps',
-             'early_stopping_patience')
+             'checkpoint_every_epochs', 'early_stopping_patience')
 
 _INT, _FLOAT, _STR = int, float, str
 
@@ -53,12 +57,19 @@ def train_stage(task: str, data: ml_collections.ConfigDict, *, loss: str = '',
                 best_metric: str = '', best_mode: str = 'max',
                 init_from: str = '', init_keep: str = 'trunk,fc,rnn',
                 freeze: str = '', augment: bool = True,
-                rare_window_repeats: int = 1) -> ml_collections.ConfigDict:
-  """A `train` stage. Empty `loss` / `best_metric` take the task's defaults."""
+                rare_window_repeats: int = 1, sampler: str = 'shuffle',
+                sampler_targets: str = '') -> ml_collections.ConfigDict:
+  """A `train` stage. Empty `loss` / `best_metric` take the task's defaults.
+
+  `sampler` (affect_jax.samplers): 'shuffle', 'va_quadrants' (kollias2019;
+  `sampler_targets` = the four quadrant shares, default 43/24/19/14 %) or
+  'distinct_videos' (affect4k: each batch's windows from different videos).
+  """
   c = ml_collections.ConfigDict(dict(
       kind='train', task=task, loss=loss, dataset=data,
       init_from=init_from, init_keep=init_keep, freeze=freeze,
       augment=augment, rare_window_repeats=rare_window_repeats,
+      sampler=sampler, sampler_targets=sampler_targets,
       best_metric=best_metric, best_mode=best_mode))
   # Unset (None) keys take the experiment's top-level value.
   for key, kind in (('seed', _INT), ('num_train_steps', _INT),
@@ -67,21 +78,52 @@ def train_stage(task: str, data: ml_collections.ConfigDict, *, loss: str = '',
                     ('decay_steps', _INT), ('decay_rate', _FLOAT),
                     ('eval_every_steps', _INT), ('eval_every_epochs', _FLOAT),
                     ('checkpoint_every_steps', _INT),
+                    ('checkpoint_every_epochs', _FLOAT),
                     ('early_stopping_patience', _INT)):
     c[key] = config_dict.placeholder(kind)
   return c
 
 
 def test_stage(checkpoint_from: str, data: ml_collections.ConfigDict, *,
-               splits: str = 'test', plots: bool = True
+               splits: str = 'test', plots: bool = True, aggregate: str = ''
                ) -> ml_collections.ConfigDict:
   """A `test` stage: scores `checkpoint_from` on each of `splits` (comma list).
 
   The task, model and input settings come from the checkpoint itself.
+  `aggregate='clip'` also scores one class per clip (AFEW, kollias2019).
   """
   return ml_collections.ConfigDict(dict(
       kind='test', checkpoint_from=checkpoint_from, dataset=data,
-      splits=splits, plots=plots))
+      splits=splits, plots=plots, aggregate=aggregate))
+
+
+def cv_stage(train: ml_collections.ConfigDict, *, folds: str = '5',
+             plots: bool = True) -> ml_collections.ConfigDict:
+  """A `cv` stage: K-fold subject-independent cross validation.
+
+  `train` is a train stage section. `folds`: a number K (its
+  `dataset.train_split` is cut into K subject-disjoint folds) or the
+  dataset's fold splits ('fold_0,fold_1,...', as AFEW-VA is prepared).
+  Fold k trains on the others but one, keeps the best checkpoint on fold
+  k+1 and is tested on fold k; results per fold, mean and std, pooled
+  (affect_jax.cross_validation).
+  """
+  return ml_collections.ConfigDict(dict(kind='cv', train=train, folds=folds,
+                                        plots=plots))
+
+
+def cross_test_stage(checkpoints: str, datasets: ml_collections.ConfigDict, *,
+                     plots: bool = False) -> ml_collections.ConfigDict:
+  """A `cross_test` stage: every model of `checkpoints` on every dataset.
+
+  `checkpoints`: comma list of 'stage:NAME' or paths; `datasets`: a section
+  of named dataset sections, each scored on its `test_split`. One table of
+  all (trained on, tested on) pairs (the affect4k thesis' cross-database
+  evaluation).
+  """
+  return ml_collections.ConfigDict(dict(
+      kind='cross_test', checkpoints=checkpoints, datasets=datasets,
+      plots=plots))
 
 
 def postprocess_stage(predictions_from: str, *, fit_split: str = 'validation',
@@ -105,6 +147,9 @@ def input_section(**overrides) -> ml_collections.ConfigDict:
       brightness_delta=0.125, saturation_range=(0.5, 1.5),
       normalization='imagenet', num_threads=2, prefetch_batches=4,
       num_workers=0,
+      # Evaluation: a still image (a one-frame video) is repeated over the
+      # window and its last step reported (affect4k thesis).
+      repeat_stills=True,
       # Frames where the builder found no face are left out of the training
       # loss (they are still predicted and scored in evaluation).
       train_without_face=False))
@@ -131,6 +176,7 @@ def experiment(name: str, stages: str) -> ml_collections.ConfigDict:
   c.eval_every_steps = 2_000
   c.eval_every_epochs = config_dict.placeholder(float)  # Overrides the above.
   c.checkpoint_every_steps = 1_000
+  c.checkpoint_every_epochs = config_dict.placeholder(float)  # Overrides.
   c.early_stopping_patience = 0  # Evaluations without gain; 0 = never stop.
   c.model = ml_collections.ConfigDict(dict(arch='resnet50_lstm'))
   c.input = input_section()
@@ -144,6 +190,8 @@ _SECTION_KEYS = {
     'train': set(train_stage('va', dataset('x')).keys()),
     'test': set(test_stage('', dataset('x')).keys()),
     'postprocess': set(postprocess_stage('').keys()),
+    'cv': set(cv_stage(train_stage('va', dataset('x'))).keys()),
+    'cross_test': set(cross_test_stage('', ml_collections.ConfigDict()).keys()),
 }
 _DATASET_KEYS = set(dataset('x').keys())
 _INPUT_KEYS = set(input_section().keys())
@@ -193,15 +241,52 @@ def validate(config) -> None:
     if 'dataset' in config[name] and config[name].dataset is not None:
       _unknown(f'config.{name}.dataset', config[name].dataset.keys(),
                _DATASET_KEYS)
+    if kind == 'cv':
+      _unknown(f'config.{name}.train (a train section)',
+               config[name].train.keys(), _SECTION_KEYS['train'])
+      _unknown(f'config.{name}.train.dataset',
+               config[name].train.dataset.keys(), _DATASET_KEYS)
+    if kind == 'cross_test':
+      for key in config[name].datasets.keys():
+        _unknown(f'config.{name}.datasets.{key}',
+                 config[name].datasets[key].keys(), _DATASET_KEYS)
 
 
 def resolve_stage(config, name: str) -> ml_collections.ConfigDict:
-  """The stage's section with unset keys filled from the top level."""
+  """The stage's section with unset keys filled from the top level.
+
+  A cv stage's nested train section is resolved the same way.
+  """
   cfg = ml_collections.ConfigDict(config[name].to_dict())
-  for key in INHERITED:
-    if key in cfg and cfg[key] is None:
-      cfg[key] = config.get(key)
+  for section in (cfg, cfg.get('train')):
+    if not isinstance(section, ml_collections.ConfigDict):
+      continue
+    for key in INHERITED:
+      if key in section and section[key] is None:
+        section[key] = config.get(key)
   return cfg
+
+
+def synthetic(builder_config: str) -> ml_collections.ConfigDict:
+  """A named config of the embedded synthetic dataset, built on first use."""
+  return dataset('synthetic_faces', builder_config, build_if_missing=True)
+
+
+def train_and_test_on(c: ml_collections.ConfigDict,
+                      data: ml_collections.ConfigDict, *,
+                      splits: str = 'validation,test', steps: int = 0,
+                      eval_every: int = 0) -> None:
+  """Points `c.train` at `data`, and `c.test` at the same dataset's `splits`
+  with the train stage's best checkpoint; optionally a fixed step budget
+  (`steps`, evaluating and checkpointing every `eval_every`, no early
+  stopping)."""
+  c.train.dataset = data
+  c.test = test_stage('stage:train', copy(data), splits=splits)
+  if steps:
+    c.num_train_steps = steps
+    c.eval_every_steps = eval_every
+    c.checkpoint_every_steps = eval_every
+    c.early_stopping_patience = 0
 
 
 def copy(section: Any) -> ml_collections.ConfigDict:

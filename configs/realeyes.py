@@ -39,6 +39,8 @@ import ml_collections
 
 from configs import common
 
+VARIANTS = ('', 'synthetic', 'synthetic_pretrain', 'synthetic_frozen')
+
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """The experiment config; `variant` selects a named variant."""

@@ -47,6 +47,8 @@ from configs import common
 from configs import realeyes
 
 INITS = ('random', 'imagenet', 'affwildnet', 'realeyes')
+VARIANTS = INITS + ('synthetic_random', 'synthetic_realeyes',
+                    'synthetic_affwildnet')
 
 
 def get_config(variant: str = 'random') -> ml_collections.ConfigDict:

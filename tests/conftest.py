@@ -32,15 +32,35 @@ def shrink(c: ml_collections.ConfigDict, data_dir: str,
         section.num_train_steps = steps
         section.eval_every_steps = max(1, steps // 2)
         section.checkpoint_every_steps = max(1, steps // 2)
-  c.batch_size = 2
+  shrink_model(c)
   c.log_every_steps = 1
-  c.model.width = 4
-  c.model.stage_sizes = (1, 1, 1, 1)
-  c.model.lstm_hidden = 8
+  return c
+
+
+def shrink_model(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config's network at test size, same structure: every trunk at
+  width 4 (ResNet-50 with one block a stage), FC 16, RNN 8 units, windows
+  of 4 frames of 32x32 (64x64 for AlexNet, whose strides need it), batch 2.
+  """
+  from affect_jax import models  # pylint: disable=g-import-not-at-top
+  m = c.model
+  trunk = m.get('trunk_arch') if m.arch == 'affwildnet' else next(
+      t for t in models.TRUNKS if m.arch.startswith(t))
+  m.width = 4
+  if trunk == 'resnet50':
+    m.stage_sizes = (1, 1, 1, 1)
+  if trunk != 'resnet50' or m.get('fc_features'):
+    m.fc_features = (16,)
+  for key in ('lstm_hidden', 'gru_hidden'):
+    if key in m or m.arch.endswith(key.split('_')[0]) or (
+        key == 'gru_hidden' and m.arch == 'affwildnet'):
+      m[key] = 8
+  size = 64 if trunk == 'alexnet' else 32
+  c.batch_size = 2
   c.input.window = 4
   c.input.train_stride = 2
-  c.input.image_size = 32
-  c.input.resize_size = 36
+  c.input.image_size = size
+  c.input.resize_size = size + 4
   c.input.num_threads = 1
   return c
 

@@ -43,7 +43,6 @@ order. Train on four folds, test on the fifth:
 """
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -57,6 +56,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from affect_jax import features as F
+from affect_jax import folds as folds_lib
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
 
@@ -326,20 +326,11 @@ def find_clips(manual_dir: str, extract_root: str) -> dict[str, str]:
 
 def assign_folds(frames_per_actor: dict[str, int],
                  num_folds: int) -> dict[str, int]:
-  """{actor: fold} balancing frames, deterministic (see module doc)."""
-  if not 2 <= num_folds <= len(frames_per_actor):
-    raise AffectJaxError(
-        f'afew_va: num_folds={num_folds} needs 2 to {len(frames_per_actor)} '
-        f'(the number of actors found).')
-  order = sorted(frames_per_actor, key=lambda a: (
-      -frames_per_actor[a], hashlib.sha256(a.encode()).hexdigest(), a))
-  load = [0] * num_folds
-  folds = {}
-  for actor in order:
-    fold = min(range(num_folds), key=lambda k: (load[k], k))
-    folds[actor] = fold
-    load[fold] += frames_per_actor[actor]
-  return folds
+  """{actor: fold} balancing frames, deterministic (affect_jax.folds)."""
+  try:
+    return folds_lib.assign_folds(frames_per_actor, num_folds, 'actors')
+  except AffectJaxError as e:
+    raise AffectJaxError(f'afew_va: {e}') from None
 
 
 def group_actors(clips: list[Clip]) -> dict[str, str]:

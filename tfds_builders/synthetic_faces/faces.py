@@ -271,6 +271,41 @@ def emotions_from_va(valence, arousal, rule: str = 'rare') -> np.ndarray:
   return np.concatenate([neutral, rest], -1).astype(np.float32)
 
 
+# AFEW's seven classes (tfds_builders/afew order), each a point of the
+# valence-arousal plane (the circumplex), and its share of AFEW's train
+# clips (133/74/81/150/144/117/74 of 773).
+AFEW_EXPRESSIONS = ('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad',
+                    'surprise')
+EXPRESSION_VA = {'angry': (-0.75, 0.55), 'disgust': (-0.8, -0.15),
+                 'fear': (-0.3, 0.85), 'happy': (0.75, 0.3),
+                 'neutral': (0.0, 0.0), 'sad': (-0.4, -0.75),
+                 'surprise': (0.35, 0.85)}
+AFEW_CLIP_SHARES = np.array([133, 74, 81, 150, 144, 117, 74], np.float64)
+
+
+def make_expression_clip(rng: np.random.Generator, num_frames: int,
+                         fps: float) -> tuple[Video, int]:
+  """A clip showing one expression: (video, class index in AFEW order).
+
+  The class is drawn with AFEW's train shares; valence and arousal wander
+  around the class's point (std ~0.1), so the face shows it throughout.
+  """
+  video = make_video(rng, num_frames, fps)
+  k = int(rng.choice(len(AFEW_EXPRESSIONS),
+                     p=AFEW_CLIP_SHARES / AFEW_CLIP_SHARES.sum()))
+  v0, a0 = EXPRESSION_VA[AFEW_EXPRESSIONS[k]]
+  valence = np.clip(v0 + 0.15 * video.valence, -1, 1).astype(np.float32)
+  arousal = np.clip(a0 + 0.15 * video.arousal, -1, 1).astype(np.float32)
+  return dataclasses.replace(video, valence=valence, arousal=arousal), k
+
+
+def quantize(x: np.ndarray, levels: int) -> np.ndarray:
+  """Labels on `levels` evenly spaced values of [-1, 1] (AFEW-VA: 21)."""
+  half = (levels - 1) / 2
+  return (np.round(np.asarray(x, np.float64) * half) / half).astype(
+      np.float32)
+
+
 # ---------------------------------------------------------------------------
 # Geometry in face units.
 

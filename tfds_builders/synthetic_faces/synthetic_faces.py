@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from affect_jax import features as F
+from affect_jax import folds as folds_lib
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
 from tfds_builders.synthetic_faces import faces
@@ -67,14 +68,38 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   subject_offset: int = 0
   # faces.EMOTION_RULES: 'rare' (~75% neutral) or 'realeyes_table4'.
   emotion_rule: str = 'rare'
+  # 'realeyes': 8 multi-label emotions per frame from valence/arousal;
+  # 'afew': one of AFEW's 7 expressions per clip (every frame labelled with
+  # it; valence/arousal follow the class and are not stored: NaN, as AFEW).
+  classes: str = 'realeyes'
+  # > 0: valence/arousal stored on this many levels of [-1, 1] (AFEW-VA's
+  # integer -10..10 scaled: 21); the face still shows the exact value.
+  label_levels: int = 0
+  # > 0: splits fold_0 .. fold_{K-1} of subject-disjoint folds
+  # (affect_jax.folds, as AFEW-VA is prepared) instead of train/val/test.
+  num_folds: int = 0
 
 
 def split_subjects(config: SyntheticFacesConfig) -> dict[str, list[int]]:
   """Subject indices of each written split, e.g. {'train': [0, .., 19], ..}.
 
+  With `num_folds`, the splits are fold_0 .. fold_{K-1} instead.
+
   Raises:
     AffectJaxError: when the fractions or sizes cannot give a valid split.
   """
+  if config.num_folds:
+    ids = range(config.subject_offset,
+                config.subject_offset + config.num_subjects)
+    frames = {subject_id(s): config.videos_per_subject *
+              config.frames_per_video for s in ids}
+    try:
+      assigned = folds_lib.assign_folds(frames, config.num_folds)
+    except AffectJaxError as e:
+      raise AffectJaxError(f'synthetic_faces config {config.name!r}: {e}'
+                           ) from None
+    return {f'fold_{k}': [s for s in ids if assigned[subject_id(s)] == k]
+            for k in range(config.num_folds)}
   fractions = dict(train=config.train_fraction,
                    validation=config.validation_fraction,
                    test=config.test_fraction)
@@ -125,11 +150,23 @@ def _check_config(config: SyntheticFacesConfig) -> None:
     raise AffectJaxError(
         f'synthetic_faces config {config.name!r}: too many videos or frames '
         'for the (video << 32 | frame) record keys.')
+  if config.classes not in CLASS_NAMES:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: classes={config.classes!r};'
+        f' use one of {sorted(CLASS_NAMES)}.')
+  if config.label_levels == 1 or config.label_levels < 0:
+    raise AffectJaxError(
+        f'synthetic_faces config {config.name!r}: label_levels='
+        f'{config.label_levels}; use 0 (continuous) or >= 2.')
   if config.emotion_rule not in faces.EMOTION_RULES:
     raise AffectJaxError(
         f'synthetic_faces config {config.name!r}: emotion_rule='
         f'{config.emotion_rule!r}; use one of {sorted(faces.EMOTION_RULES)}.')
   split_subjects(config)
+
+
+CLASS_NAMES = {'realeyes': F.REALEYES_EMOTIONS,
+               'afew': faces.AFEW_EXPRESSIONS}
 
 
 def subject_id(subject_index: int) -> str:
@@ -189,6 +226,50 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
           name='tiny', num_subjects=6, videos_per_subject=2,
           frames_per_video=24, frame_size=32, seed=20,
           description='6 subjects x 2 videos x 24 frames, 32x32, 10 fps.'),
+      # For tests of cross validation and of clip labels: seconds to build.
+      SyntheticFacesConfig(
+          name='tiny_folds', num_subjects=6, videos_per_subject=1,
+          frames_per_video=24, frame_size=32, seed=21, num_folds=3,
+          label_levels=21,
+          description='6 subjects x 1 video x 24 frames, 3 folds.'),
+      SyntheticFacesConfig(
+          name='tiny_afew', num_subjects=6, videos_per_subject=2,
+          frames_per_video=16, frame_size=32, seed=22, classes='afew',
+          description='6 subjects x 2 clips x 16 frames, one of 7 '
+          'expressions per clip.'),
+      # The Aff-Wild experiments (configs/affwildnet.py, cnn_m_baseline.py):
+      # an in-the-wild-like VA set, 28/6/6 subjects x 2 videos x 100 frames.
+      SyntheticFacesConfig(
+          name='affwild_like', num_subjects=40, seed=2, subject_offset=2000,
+          description='Aff-Wild-like: 40 subjects x 2 videos x 100 frames, '
+          '64x64, 10 fps.'),
+      # AFEW-VA-like (configs/transfer.py): 30 subjects x 2 clips x 50
+      # frames in 5 subject-disjoint folds, labels on 21 levels.
+      SyntheticFacesConfig(
+          name='afew_va_like', num_subjects=30, videos_per_subject=2,
+          frames_per_video=50, seed=3, subject_offset=3000, num_folds=5,
+          label_levels=21,
+          description='AFEW-VA-like: 30 subjects x 2 clips x 50 frames, 5 '
+          'folds, valence/arousal on 21 levels.'),
+      # AFEW-like (configs/transfer.py): one of 7 expressions per clip,
+      # 50 subjects (36/7/7) x 4 clips x 32 frames.
+      SyntheticFacesConfig(
+          name='afew_like', num_subjects=50, videos_per_subject=4,
+          frames_per_video=32, seed=6, subject_offset=6000, classes='afew',
+          train_fraction=0.72, validation_fraction=0.14, test_fraction=0.14,
+          description='AFEW-like: 50 subjects x 4 clips x 32 frames, one of '
+          '7 expressions per clip.'),
+      # Two differently drawn databases for cross-database evaluation
+      # (configs/affect4k.py): B has smaller, heavily compressed frames.
+      SyntheticFacesConfig(
+          name='crossdb_a', num_subjects=24, seed=4, subject_offset=4000,
+          description='Database A: 24 subjects x 2 videos x 100 frames, '
+          '64x64, JPEG quality 90.'),
+      SyntheticFacesConfig(
+          name='crossdb_b', num_subjects=24, seed=5, subject_offset=5000,
+          frame_size=40, jpeg_quality=35,
+          description='Database B: 24 subjects x 2 videos x 100 frames, '
+          '40x40, JPEG quality 35.'),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'
 
@@ -202,13 +283,13 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__.split('\n\n')[0] + ' ' + (c.description or ''),
-        features=core.frame_features(faces.NUM_EMOTIONS),
+        features=core.frame_features(len(CLASS_NAMES[c.classes])),
         # Keys are (video << 32 | frame): with shuffling disabled TFDS writes
         # records in key order, i.e. sorted by video then frame, which the
         # input pipeline needs to cut windows of consecutive frames.
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(
-            emotion_names=list(F.REALEYES_EMOTIONS),
+            emotion_names=list(CLASS_NAMES[c.classes]),
             fps=float(c.fps),
             frame_size=int(c.frame_size),
             seed=int(c.seed),
@@ -229,17 +310,27 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
                     for v in range(c.videos_per_subject))
     for ordinal, (vid, s, v) in enumerate(videos):
       subject = faces.make_subject(subject_rng(c.seed, s))
-      video = faces.make_video(video_rng(c.seed, s, v), c.frames_per_video,
-                               c.fps)
-      emotions = faces.emotions_from_va(video.valence, video.arousal,
-                                        c.emotion_rule)
+      rng = video_rng(c.seed, s, v)
+      if c.classes == 'afew':
+        video, k = faces.make_expression_clip(rng, c.frames_per_video, c.fps)
+        emotions = np.zeros((c.frames_per_video, 7), np.float32)
+        emotions[:, k] = 1.0
+        valence = arousal = np.full(c.frames_per_video, np.nan, np.float32)
+      else:
+        video = faces.make_video(rng, c.frames_per_video, c.fps)
+        emotions = faces.emotions_from_va(video.valence, video.arousal,
+                                          c.emotion_rule)
+        valence, arousal = video.valence, video.arousal
+        if c.label_levels:
+          valence = faces.quantize(valence, c.label_levels)
+          arousal = faces.quantize(arousal, c.label_levels)
       for i in range(c.frames_per_video):
         image, landmarks, box = faces.render_frame(subject, video, i,
                                                    c.frame_size)
         yield core.record_key(ordinal, i), {
             F.RECORD_IMAGE: core.encode_jpeg(image, c.jpeg_quality),
-            F.RECORD_VALENCE: video.valence[i],
-            F.RECORD_AROUSAL: video.arousal[i],
+            F.RECORD_VALENCE: valence[i],
+            F.RECORD_AROUSAL: arousal[i],
             F.RECORD_EMOTIONS: emotions[i],
             F.RECORD_LANDMARKS: landmarks,
             F.RECORD_BOX: box,
