@@ -81,3 +81,15 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
 def make_tiny_config(tiny_data_dir):
   return lambda **kw: tiny_config(tiny_data_dir, **kw)
 
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tiny_data_dir, tmp_path_factory):
+  """configs/realeyes.py:synthetic shrunk, run once for the session:
+  pretrain, finetune, test, postprocess. Returns (workdir, config, results).
+  """
+  from affect_jax import experiment  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = tiny_config(tiny_data_dir)
+  results = experiment.run(config, workdir)
+  return workdir, config, results

@@ -82,15 +82,6 @@ def test_required_path_of_a_variant_is_named(tmp_path, tiny_data_dir):
     experiment.run(config, str(tmp_path))
 
 
-@pytest.fixture(scope='module')
-def tiny_run(tiny_data_dir, tmp_path_factory):
-  """configs/realeyes.py:synthetic shrunk: pretrain, finetune, test, post."""
-  workdir = str(tmp_path_factory.mktemp('run'))
-  config = shrink(_get('realeyes', 'synthetic'), tiny_data_dir)
-  results = experiment.run(config, workdir)
-  return workdir, config, results
-
-
 def test_a_run_leaves_results_tables_predictions_and_plots(tiny_run):
   workdir, config, results = tiny_run
   for stage in ('pretrain', 'finetune'):
