@@ -14,9 +14,12 @@ when logged, so the loop does not wait for every step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -24,6 +27,7 @@ from clu import metrics as clu_metrics
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import ml_collections
@@ -38,7 +42,7 @@ from affect_jax import models
 from affect_jax import plots
 from affect_jax import tasks as tasks_lib
 from affect_jax import writers
-from affect_jax.errors import AffectJaxError
+from affect_jax.errors import AffectJaxError, Interrupted
 
 build_model = inference.build_model
 make_mesh = inference.make_mesh
@@ -306,11 +310,74 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
                init_source=ctx.source(cfg.init_from), name=ctx.name)
 
 
+def _save_and_stop(ckpts, writer, step, state, loop, signum, name):
+  if ckpts.latest.latest_step() != step:
+    ckpts.save_latest(step, state, loop)
+  ckpts.wait()
+  ckpts.close()
+  writer.close()
+  sig = signal.Signals(signum).name
+  print(f'[{name}] {sig}: saved the latest checkpoint at step {step} in '
+        f'{ckpts.latest.directory}.', flush=True)
+  raise Interrupted(f'Stopped by {sig} at step {step}; rerun the same '
+                    'command to resume from there.', signum)
+
+
 def uses_landmarks(model_cfg) -> bool:
   """Whether `config.model` fuses landmarks (AffWildNet does by default)."""
   if 'use_landmarks' in model_cfg:
     return bool(model_cfg.use_landmarks)
   return model_cfg.arch == 'affwildnet'
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+  """Yields a dict that SIGTERM / SIGINT set ('signum') instead of killing.
+
+  The train loop reads it once per step (a Python read, no device sync).
+  A second SIGINT raises KeyboardInterrupt at once. The previous handlers
+  are back on exit. Outside the main thread (where Python cannot install
+  handlers) the dict stays empty.
+  """
+  got: dict[str, int] = {}
+  if threading.current_thread() is not threading.main_thread():
+    yield got
+    return
+
+  def handler(signum, frame):
+    del frame
+    if signum == signal.SIGINT and 'signum' in got:
+      raise KeyboardInterrupt
+    got.setdefault('signum', signum)
+
+  previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
+  try:
+    yield got
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def _stop_requested(stop: dict[str, int], step: int, every: int) -> bool:
+  """Whether every process stops after `step`.
+
+  One process: as soon as its signal came. Several: they must stop (and
+  save, a collective) at the same step, so they agree every `every` steps
+  (the log steps, which wait for the device anyway).
+  """
+  if jax.process_count() == 1:
+    return 'signum' in stop
+  if step % every:
+    return False
+  flags = multihost_utils.process_allgather(
+      np.int32(stop.get('signum', 0)))
+  signum = int(np.max(flags))
+  if signum:
+    stop.setdefault('signum', signum)
+  return bool(signum)
 
 
 def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
@@ -320,7 +387,18 @@ def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
 
   The train stage loads its splits by name; cross validation
   (`affect_jax.cross_validation`) passes the folds of one split.
+
+  Raises:
+    Interrupted: SIGTERM / SIGINT came; the `latest` checkpoint holds the
+      step reached, and calling again resumes from it.
   """
+  with stop_on_signals() as stop:
+    return _train(config, cfg, workdir, train_split, eval_split, init_source,
+                  name, stop)
+
+
+def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
+           stop):
   os.makedirs(workdir, exist_ok=True)
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   task = tasks_lib.get(cfg.task)
@@ -439,6 +517,8 @@ def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
       t_last += time.time() - t_eval
     elif step % cfg.checkpoint_every_steps == 0:
       ckpts.save_latest(step, state, loop)
+    if _stop_requested(stop, step, config.log_every_steps):
+      _save_and_stop(ckpts, writer, step, state, loop, stop['signum'], name)
 
   if ckpts.latest.latest_step() != step:
     ckpts.save_latest(step, state, loop)
