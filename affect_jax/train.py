@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from clu import metrics as clu_metrics
+import flax
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -56,10 +57,50 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
-# Averages over the steps between two log lines (merged on the device).
+# `NonFinite.first_step` when every step was finite.
+_NO_STEP = np.iinfo(np.int32).max
+
+
+@flax.struct.dataclass
+class NonFinite(clu_metrics.Metric):
+  """Steps whose loss or gradient norm was NaN / inf: how many, the first."""
+  count: jnp.ndarray
+  first_step: jnp.ndarray
+
+  @classmethod
+  def from_step(cls, finite, step) -> 'NonFinite':
+    bad = jnp.logical_not(finite)
+    return cls(count=bad.astype(jnp.int32),
+               first_step=jnp.where(bad, step, _NO_STEP).astype(jnp.int32))
+
+  @classmethod
+  def empty(cls) -> 'NonFinite':
+    return cls(count=jnp.array(0, jnp.int32),
+               first_step=jnp.array(_NO_STEP, jnp.int32))
+
+  def merge(self, other: 'NonFinite') -> 'NonFinite':
+    return type(self)(count=self.count + other.count,
+                      first_step=jnp.minimum(self.first_step,
+                                             other.first_step))
+
+  def compute(self) -> dict[str, int]:
+    return {'count': int(self.count), 'first_step': int(self.first_step)}
+
+
+# Averages over the finite steps between two log lines, and the others
+# (merged on the device, fetched when logged).
 TrainMetrics = clu_metrics.Collection.create(
-    loss=clu_metrics.Average.from_output('loss'),
-    grad_norm=clu_metrics.Average.from_output('grad_norm'))
+    loss=clu_metrics.Average, grad_norm=clu_metrics.Average,
+    nonfinite=NonFinite)
+
+
+def _step_metrics(loss, grad_norm, finite, step):
+  def average(x):
+    return clu_metrics.Average(total=jnp.where(finite, x, 0.0),
+                               count=finite.astype(jnp.int32))
+  return TrainMetrics.empty().replace(
+      loss=average(loss), grad_norm=average(grad_norm),
+      nonfinite=NonFinite.from_step(finite, step))
 
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
@@ -106,8 +147,14 @@ def _as_tuple(value) -> tuple[str, ...]:
 
 
 def train_step(state: TrainState, batch, *, task: tasks_lib.Task, loss_fn,
-               class_weights, normalization: str, train_without_face: bool):
-  """One optimisation step on a global batch; returns (state, metrics)."""
+               class_weights, normalization: str, train_without_face: bool,
+               skip_nonfinite: bool = False):
+  """One optimisation step on a global batch; returns (state, metrics).
+
+  `skip_nonfinite`: a step whose loss or gradient is not finite leaves
+  params, optimizer state and batch statistics as they were (the step
+  counter still advances, so the batches stay those of the step).
+  """
   frames = input_pipeline.normalize(batch[F.FRAMES], normalization)
   dropout_rng = jax.random.fold_in(jax.random.PRNGKey(0), state.step)
   # Frames without a face still run through the RNN (its state carries over
@@ -127,9 +174,13 @@ def train_step(state: TrainState, batch, *, task: tasks_lib.Task, loss_fn,
 
   (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(
       state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return state, TrainMetrics.single_from_model_output(
-      loss=loss, grad_norm=optax.tree.norm(grads))
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if skip_nonfinite:
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                             new_state, state.replace(step=new_state.step))
+  return new_state, _step_metrics(loss, grad_norm, finite, new_state.step)
 
 
 class Stage:
@@ -155,12 +206,18 @@ class Stage:
     cw = (jnp.ones((n_out,), jnp.float32) if class_weights is None
           else jnp.asarray(class_weights, jnp.float32))
     loss_name = cfg.get('loss') or self.task.default_loss
+    on_nonfinite = cfg.get('on_nonfinite', 'stop')
+    if on_nonfinite not in ('stop', 'skip'):
+      raise AffectJaxError(
+          f"on_nonfinite={on_nonfinite!r} (config train stage); use 'stop' "
+          "(the default: raise at the first non-finite step) or 'skip'.")
     self._train_step = jax.jit(
         functools.partial(train_step, task=self.task,
                           loss_fn=self.task.loss_fn(loss_name),
                           class_weights=cw, normalization=inp.normalization,
                           train_without_face=inp.get('train_without_face',
-                                                     False)),
+                                                     False),
+                          skip_nonfinite=on_nonfinite == 'skip'),
         in_shardings=(self.replicated, self.data_sharding),
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=0)
@@ -308,6 +365,30 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
   eval_split = input_pipeline.load_split(cfg.dataset, cfg.dataset.eval_split)
   return train(ctx.config, cfg, ctx.workdir, train_split, eval_split,
                init_source=ctx.source(cfg.init_from), name=ctx.name)
+
+
+def _batch_videos(ds, step: int, split: input_pipeline.SplitData
+                  ) -> list[str]:
+  """Video ids of the batch of `step` (this process's rows): the pipeline
+  is a function of the step, so it is read again."""
+  return [split.video_ids[int(i)] for i in ds[step - 1][F.VIDEO_INDEX]]
+
+
+def _stop_if_nonfinite(nonfinite: dict[str, int], ds, split, ckpts,
+                       workdir: str):
+  if not nonfinite['count']:
+    return
+  first = nonfinite['first_step']
+  ckpts.wait()  # The saves in flight are of earlier, finite states.
+  ckpts.close()
+  raise AffectJaxError(
+      f'The loss or gradient was not finite at step {first} in {workdir} '
+      f'(batch of videos {_batch_videos(ds, first, split)}; '
+      f'{nonfinite["count"]} such step(s) since the last check); stopped '
+      'without saving that state (the latest checkpoint is of step '
+      f'{ckpts.latest.latest_step()}). Lower the learning rate, check those '
+      "videos' labels and frames, or set the train stage's "
+      "on_nonfinite='skip' to skip such steps.")
 
 
 def _save_and_stop(ckpts, writer, step, state, loop, signum, name):
@@ -459,22 +540,35 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
     state, m = stage.train_step(state, next(it))
     acc = m if acc is None else acc.merge(m)
     step += 1
-    if step % config.log_every_steps == 0 or step == cfg.num_train_steps:
+    log = step % config.log_every_steps == 0 or step == cfg.num_train_steps
+    if cfg.get('on_nonfinite', 'stop') == 'stop' and (
+        log or step % cfg.eval_every_steps == 0 or 'signum' in stop or
+        step % cfg.checkpoint_every_steps == 0):
+      # Before the state is logged, evaluated or saved: every step since
+      # the last check, one fetch of two scalars.
+      _stop_if_nonfinite(acc.nonfinite.compute(), ds, train_split, ckpts,
+                         workdir)
+    if log:
       scalars = acc.compute()
       acc = None
       loss = float(scalars['loss'])
+      skipped = scalars['nonfinite']['count']
+      if skipped:
+        loop['skipped_steps'] = loop.get('skipped_steps', 0) + skipped
+        first = scalars['nonfinite']['first_step']
+        print(f'[{name}] skipped {skipped} step(s) with a non-finite loss or '
+              f'gradient since the last log line (first: step {first}, '
+              f'videos {_batch_videos(ds, first, train_split)}); '
+              f'{loop["skipped_steps"]} in all.', flush=True)
       dt = time.time() - t_last
       sps = (step - step_last) / max(dt, 1e-9)
       print(f'[{name}] step {step}/{cfg.num_train_steps} '
             f'(epoch {step / steps_per_epoch:.1f}) loss {loss:.4f} | '
             f'{sps:.2f} steps/s {sps * frames_per_step:.0f} frames/s',
             flush=True)
-      if not np.isfinite(loss):
-        raise AffectJaxError(
-            f'Training loss became {loss} at step {step} in {workdir}; lower '
-            'the learning rate or check the labels for NaN/out-of-range values.')
       writer.write_scalars(step, {
           'train/loss': loss, 'train/grad_norm': float(scalars['grad_norm']),
+          'train/skipped_steps': loop.get('skipped_steps', 0),
           'train/steps_per_sec': sps,
           'train/frames_per_sec': sps * frames_per_step,
           'train/learning_rate': float(learning_rate_schedule(cfg)(step)),
@@ -533,7 +627,8 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
              'best_metric': cfg.best_metric,
              f'best_{cfg.best_metric}': loop['best_metric'],
              'validation': loop.get('best_results', {}),
-             'final_step': step, 'stopped_early': loop['stopped_early']}
+             'final_step': step, 'stopped_early': loop['stopped_early'],
+             'skipped_steps': loop.get('skipped_steps', 0)}
   writers.write_json(os.path.join(workdir, 'summary.json'), summary)
   if jax.process_index() == 0:
     plots.learning_curves(os.path.join(workdir, 'metrics.csv'),
