@@ -146,34 +146,78 @@ def _as_tuple(value) -> tuple[str, ...]:
   return tuple(value)
 
 
+def _micro_batches(tree, k: int):
+  """[B, ...] leaves -> [k, B/k, ...]; micro-batch j holds rows j, j+k, ...
+
+  Interleaved, so that each micro-batch keeps rows of every device of the
+  `data` axis (a device's rows are one contiguous block of the batch).
+  """
+  def split(x):
+    return jnp.swapaxes(jnp.reshape(x, (x.shape[0] // k, k) + x.shape[1:]),
+                        0, 1)
+  return jax.tree.map(split, tree)
+
+
 def train_step(state: TrainState, batch, *, task: tasks_lib.Task, loss_fn,
                class_weights, normalization: str, train_without_face: bool,
-               skip_nonfinite: bool = False):
+               skip_nonfinite: bool = False, grad_accum_steps: int = 1):
   """One optimisation step on a global batch; returns (state, metrics).
 
   `skip_nonfinite`: a step whose loss or gradient is not finite leaves
   params, optimizer state and batch statistics as they were (the step
   counter still advances, so the batches stay those of the step).
+
+  `grad_accum_steps` k > 1: the batch runs as k micro-batches of B/k windows
+  (a `lax.scan`, so activations of one micro-batch at a time), and loss and
+  gradient are their means weighted by each one's labelled (frame, output)
+  count: the big batch's loss and gradient for frame-mean losses (BCE, MSE)
+  on a model without batch-dependent layers. CCC is computed per
+  micro-batch. BatchNorm normalises each micro-batch by its own statistics
+  and updates the running averages once per micro-batch, in order; dropout
+  draws per micro-batch.
   """
-  frames = input_pipeline.normalize(batch[F.FRAMES], normalization)
-  dropout_rng = jax.random.fold_in(jax.random.PRNGKey(0), state.step)
   # Frames without a face still run through the RNN (its state carries over
   # them) but do not count in the loss unless asked.
   loss_mask = batch[F.MASK]
   if not train_without_face:
     loss_mask = loss_mask * batch[F.HAS_FACE]
+  inputs = {'frames': batch[F.FRAMES], 'mask': batch[F.MASK],
+            'landmarks': batch.get(F.LANDMARKS), 'loss_mask': loss_mask,
+            'targets': task.targets(batch)}
+  dropout_rng = jax.random.fold_in(jax.random.PRNGKey(0), state.step)
 
-  def compute_loss(params):
+  def compute_loss(params, batch_stats, x, rng):
     outputs, new_vars = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, frames,
-        mask=batch[F.MASK], landmarks=batch.get(F.LANDMARKS), train=True,
-        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    loss = loss_fn(outputs.astype(jnp.float32), task.targets(batch),
-                   loss_mask, class_weights)
+        {'params': params, 'batch_stats': batch_stats},
+        input_pipeline.normalize(x['frames'], normalization), mask=x['mask'],
+        landmarks=x['landmarks'], train=True, mutable=['batch_stats'],
+        rngs={'dropout': rng})
+    loss = loss_fn(outputs.astype(jnp.float32), x['targets'], x['loss_mask'],
+                   class_weights)
     return loss, new_vars['batch_stats']
 
-  (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-      state.params)
+  loss_and_grad = jax.value_and_grad(compute_loss, has_aux=True)
+  if grad_accum_steps == 1:
+    (loss, batch_stats), grads = loss_and_grad(
+        state.params, state.batch_stats, inputs, dropout_rng)
+  else:
+    micro = _micro_batches(inputs, grad_accum_steps)
+    labelled = jnp.sum((micro['loss_mask'][..., None] > 0) &
+                       jnp.isfinite(micro['targets']), axis=(1, 2, 3))
+    weights = labelled / jnp.maximum(jnp.sum(labelled), 1)
+
+    def accumulate(carry, xs):
+      loss_sum, grad_sum, stats = carry
+      x, weight, j = xs
+      (loss_j, stats), grads_j = loss_and_grad(
+          state.params, stats, x, jax.random.fold_in(dropout_rng, j))
+      grad_sum = jax.tree.map(lambda a, g: a + weight * g, grad_sum, grads_j)
+      return (loss_sum + weight * loss_j, grad_sum, stats), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (loss, grads, batch_stats), _ = jax.lax.scan(
+        accumulate, (jnp.zeros((), jnp.float32), zeros, state.batch_stats),
+        (micro, weights, jnp.arange(grad_accum_steps)))
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -211,13 +255,20 @@ class Stage:
       raise AffectJaxError(
           f"on_nonfinite={on_nonfinite!r} (config train stage); use 'stop' "
           "(the default: raise at the first non-finite step) or 'skip'.")
+    accum = int(cfg.get('grad_accum_steps', 1))
+    if accum < 1 or config.batch_size % accum:
+      raise AffectJaxError(
+          f'grad_accum_steps={accum} (config train stage) must be >= 1 and '
+          f'divide batch_size={config.batch_size}; micro-batches are '
+          'batch_size / grad_accum_steps windows.')
     self._train_step = jax.jit(
         functools.partial(train_step, task=self.task,
                           loss_fn=self.task.loss_fn(loss_name),
                           class_weights=cw, normalization=inp.normalization,
                           train_without_face=inp.get('train_without_face',
                                                      False),
-                          skip_nonfinite=on_nonfinite == 'skip'),
+                          skip_nonfinite=on_nonfinite == 'skip',
+                          grad_accum_steps=accum),
         in_shardings=(self.replicated, self.data_sharding),
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=0)
