@@ -260,7 +260,13 @@ def build(arch: str, **kwargs) -> nn.Module:
     raise AffectJaxError(
         f'model.remat applies to the video models, not to arch {arch!r}.')
   model = _call_checked(arch, ARCHS[arch], kwargs)
-  return model.clone(remat=True) if remat else model
+  if not remat:
+    return model
+  if isinstance(model.trunk, ResNet):
+    # Per block: the whole trunk at once would recompute every activation
+    # together in the backward pass, which saves no peak memory.
+    return model.clone(trunk=model.trunk.clone(remat=True))
+  return model.clone(remat=True)
 
 
 def load_torch_state_dict(arch: str, state_dict, **kwargs) -> dict[str, Any]:

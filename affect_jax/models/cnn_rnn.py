@@ -65,8 +65,10 @@ class CNNRNN(nn.Module):
       (or of the RNN / head without `fc`); the call then needs `landmarks`.
     head_name: parameter name of the head.
     remat: recompute the trunk's activations in the backward pass instead
-      of keeping them (`nn.remat`): same values and gradients, the memory of
-      one trunk output per frame, about one more trunk forward per step.
+      of keeping them (`nn.remat` of the whole trunk): same values and
+      gradients, one more trunk forward per step. (`models.build(...,
+      remat=True)` remats a ResNet trunk per block instead, which is what
+      lowers the peak memory.)
   """
   trunk: nn.Module
   rnn: nn.Module | None
