@@ -91,16 +91,17 @@ def acquire(workdir: str) -> str:
       if held is None:  # Vanished or half-written: look again.
         time.sleep(0.1)
         continue
-      reason = why_stale(held, me)
+      reason = why_stale(held, me) if held else (
+          'the lock file is unreadable (its writer died while writing it)')
       if reason is None:
         raise AffectJaxError(
             f'Workdir {workdir} is in use by pid {held.get("pid")} on host '
             f'{held.get("host")} (started {held.get("started")}, lock '
             f'{path}). Wait for that run to finish, use another --workdir, '
             'or, if that process is gone, delete the lock file.') from None
-      print(f'Note: removed a stale lock {path} of pid {held.get("pid")} on '
-            f'{held.get("host")} (started {held.get("started")}): {reason}.',
-            flush=True)
+      who = (f' of pid {held.get("pid")} on {held.get("host")} (started '
+             f'{held.get("started")})' if held else '')
+      print(f'Note: removed a stale lock {path}{who}: {reason}.', flush=True)
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
       continue
@@ -111,12 +112,19 @@ def acquire(workdir: str) -> str:
                        'taking it); check for concurrent runs on this workdir.')
 
 
-def _read(path: str) -> dict[str, Any] | None:
+def _read(path: str, settle_s: float = 2.0) -> dict[str, Any] | None:
+  """The lock's record; None while it is missing or being written; {} if
+  it has stayed unreadable for `settle_s` (a writer that died mid-write)."""
   try:
     with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
+      text = f.read()
+    age = time.time() - os.path.getmtime(path)
+  except OSError:
     return None
+  try:
+    return json.loads(text)
+  except ValueError:
+    return {} if age > settle_s else None
 
 
 def release(path: str) -> None:

@@ -89,3 +89,15 @@ def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path):
     workdir_lock.acquire(str(tmp_path))
   workdir_lock.release(path)
   assert not os.path.exists(path)
+
+
+def test_an_unreadable_old_lock_is_stale(tmp_path, capsys):
+  lock = tmp_path / workdir_lock.LOCK_NAME
+  lock.write_text('')  # A writer that died between creating and writing it.
+  os.utime(lock, (0, 0))
+  path = workdir_lock.acquire(str(tmp_path))
+  assert capsys.readouterr().out == (
+      f'Note: removed a stale lock {lock}: the lock file is unreadable (its '
+      'writer died while writing it).\n')
+  assert json.load(open(path))['pid'] == os.getpid()
+  workdir_lock.release(path)
