@@ -7,6 +7,8 @@ cross validation) is adding one entry.
 Each stage works in `<workdir>/<stage>/` and writes `DONE.json` when it
 finishes, so rerunning the same command after an interrupt resumes the
 unfinished stage from its latest checkpoint and never redoes a finished one.
+A run holds `<workdir>/RUNNING.lock` (affect_jax.workdir_lock): a second run
+on the same workdir is refused while the first lives.
 A stage uses another's outputs by name: `stage:NAME` is that stage's folder
 (its checkpoints, its prediction files); it must have finished.
 """
@@ -22,6 +24,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
+from affect_jax import workdir_lock
 from affect_jax import writers
 from affect_jax.errors import AffectJaxError
 from configs import common
@@ -92,6 +95,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   kinds = stage_kinds()
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
+  # The processes of a multi-process run share the workdir: one lock.
+  with workdir_lock.held(workdir, take=jax.process_index() == 0):
+    return _run_stages(config, workdir, names, kinds)
+
+
+def _run_stages(config, workdir: str, names: list[str], kinds
+                ) -> dict[str, Any]:
   _record_run(config, workdir)
   results = {}
   for name in names:

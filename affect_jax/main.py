@@ -6,8 +6,11 @@ embedded synthetic dataset):
   python -m affect_jax.main --config=configs/realeyes.py:synthetic \
       --workdir=/tmp/realeyes_synthetic
 
-Rerunning the same command resumes an interrupted run. Config fields can be
-overridden on the command line, e.g. `--config.num_train_steps=100`.
+Rerunning the same command resumes an interrupted run. SIGTERM / SIGINT
+save the running stage's `latest` checkpoint at the current step and exit
+with 143 / 130 (128 + the signal), which schedulers read as "stopped".
+Config fields can be overridden on the command line, e.g.
+`--config.num_train_steps=100`.
 """
 
 import sys
@@ -19,7 +22,7 @@ import jax
 from ml_collections import config_flags
 
 from affect_jax import experiment
-from affect_jax.errors import AffectJaxError
+from affect_jax.errors import AffectJaxError, Interrupted
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, results.')
@@ -46,6 +49,9 @@ def main(argv):
   except AffectJaxError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
+  except Interrupted as e:
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
 
 
 if __name__ == '__main__':

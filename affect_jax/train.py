@@ -14,16 +14,21 @@ when logged, so the loop does not wait for every step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
 from clu import metrics as clu_metrics
+import flax
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import ml_collections
@@ -38,7 +43,7 @@ from affect_jax import models
 from affect_jax import plots
 from affect_jax import tasks as tasks_lib
 from affect_jax import writers
-from affect_jax.errors import AffectJaxError
+from affect_jax.errors import AffectJaxError, Interrupted
 
 build_model = inference.build_model
 make_mesh = inference.make_mesh
@@ -52,10 +57,50 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
-# Averages over the steps between two log lines (merged on the device).
+# `NonFinite.first_step` when every step was finite.
+_NO_STEP = np.iinfo(np.int32).max
+
+
+@flax.struct.dataclass
+class NonFinite(clu_metrics.Metric):
+  """Steps whose loss or gradient norm was NaN / inf: how many, the first."""
+  count: jnp.ndarray
+  first_step: jnp.ndarray
+
+  @classmethod
+  def from_step(cls, finite, step) -> 'NonFinite':
+    bad = jnp.logical_not(finite)
+    return cls(count=bad.astype(jnp.int32),
+               first_step=jnp.where(bad, step, _NO_STEP).astype(jnp.int32))
+
+  @classmethod
+  def empty(cls) -> 'NonFinite':
+    return cls(count=jnp.array(0, jnp.int32),
+               first_step=jnp.array(_NO_STEP, jnp.int32))
+
+  def merge(self, other: 'NonFinite') -> 'NonFinite':
+    return type(self)(count=self.count + other.count,
+                      first_step=jnp.minimum(self.first_step,
+                                             other.first_step))
+
+  def compute(self) -> dict[str, int]:
+    return {'count': int(self.count), 'first_step': int(self.first_step)}
+
+
+# Averages over the finite steps between two log lines, and the others
+# (merged on the device, fetched when logged).
 TrainMetrics = clu_metrics.Collection.create(
-    loss=clu_metrics.Average.from_output('loss'),
-    grad_norm=clu_metrics.Average.from_output('grad_norm'))
+    loss=clu_metrics.Average, grad_norm=clu_metrics.Average,
+    nonfinite=NonFinite)
+
+
+def _step_metrics(loss, grad_norm, finite, step):
+  def average(x):
+    return clu_metrics.Average(total=jnp.where(finite, x, 0.0),
+                               count=finite.astype(jnp.int32))
+  return TrainMetrics.empty().replace(
+      loss=average(loss), grad_norm=average(grad_norm),
+      nonfinite=NonFinite.from_step(finite, step))
 
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
@@ -101,31 +146,85 @@ def _as_tuple(value) -> tuple[str, ...]:
   return tuple(value)
 
 
+def _micro_batches(tree, k: int):
+  """[B, ...] leaves -> [k, B/k, ...]; micro-batch j holds rows j, j+k, ...
+
+  Interleaved, so that each micro-batch keeps rows of every device of the
+  `data` axis (a device's rows are one contiguous block of the batch).
+  """
+  def split(x):
+    return jnp.swapaxes(jnp.reshape(x, (x.shape[0] // k, k) + x.shape[1:]),
+                        0, 1)
+  return jax.tree.map(split, tree)
+
+
 def train_step(state: TrainState, batch, *, task: tasks_lib.Task, loss_fn,
-               class_weights, normalization: str, train_without_face: bool):
-  """One optimisation step on a global batch; returns (state, metrics)."""
-  frames = input_pipeline.normalize(batch[F.FRAMES], normalization)
-  dropout_rng = jax.random.fold_in(jax.random.PRNGKey(0), state.step)
+               class_weights, normalization: str, train_without_face: bool,
+               skip_nonfinite: bool = False, grad_accum_steps: int = 1):
+  """One optimisation step on a global batch; returns (state, metrics).
+
+  `skip_nonfinite`: a step whose loss or gradient is not finite leaves
+  params, optimizer state and batch statistics as they were (the step
+  counter still advances, so the batches stay those of the step).
+
+  `grad_accum_steps` k > 1: the batch runs as k micro-batches of B/k windows
+  (a `lax.scan`, so activations of one micro-batch at a time), and loss and
+  gradient are their means weighted by each one's labelled (frame, output)
+  count: the big batch's loss and gradient for frame-mean losses (BCE, MSE)
+  on a model without batch-dependent layers. CCC is computed per
+  micro-batch. BatchNorm normalises each micro-batch by its own statistics
+  and updates the running averages once per micro-batch, in order; dropout
+  draws per micro-batch.
+  """
   # Frames without a face still run through the RNN (its state carries over
   # them) but do not count in the loss unless asked.
   loss_mask = batch[F.MASK]
   if not train_without_face:
     loss_mask = loss_mask * batch[F.HAS_FACE]
+  inputs = {'frames': batch[F.FRAMES], 'mask': batch[F.MASK],
+            'landmarks': batch.get(F.LANDMARKS), 'loss_mask': loss_mask,
+            'targets': task.targets(batch)}
+  dropout_rng = jax.random.fold_in(jax.random.PRNGKey(0), state.step)
 
-  def compute_loss(params):
+  def compute_loss(params, batch_stats, x, rng):
     outputs, new_vars = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, frames,
-        mask=batch[F.MASK], landmarks=batch.get(F.LANDMARKS), train=True,
-        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    loss = loss_fn(outputs.astype(jnp.float32), task.targets(batch),
-                   loss_mask, class_weights)
+        {'params': params, 'batch_stats': batch_stats},
+        input_pipeline.normalize(x['frames'], normalization), mask=x['mask'],
+        landmarks=x['landmarks'], train=True, mutable=['batch_stats'],
+        rngs={'dropout': rng})
+    loss = loss_fn(outputs.astype(jnp.float32), x['targets'], x['loss_mask'],
+                   class_weights)
     return loss, new_vars['batch_stats']
 
-  (loss, batch_stats), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-      state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return state, TrainMetrics.single_from_model_output(
-      loss=loss, grad_norm=optax.tree.norm(grads))
+  loss_and_grad = jax.value_and_grad(compute_loss, has_aux=True)
+  if grad_accum_steps == 1:
+    (loss, batch_stats), grads = loss_and_grad(
+        state.params, state.batch_stats, inputs, dropout_rng)
+  else:
+    micro = _micro_batches(inputs, grad_accum_steps)
+    labelled = jnp.sum((micro['loss_mask'][..., None] > 0) &
+                       jnp.isfinite(micro['targets']), axis=(1, 2, 3))
+    weights = labelled / jnp.maximum(jnp.sum(labelled), 1)
+
+    def accumulate(carry, xs):
+      loss_sum, grad_sum, stats = carry
+      x, weight, j = xs
+      (loss_j, stats), grads_j = loss_and_grad(
+          state.params, stats, x, jax.random.fold_in(dropout_rng, j))
+      grad_sum = jax.tree.map(lambda a, g: a + weight * g, grad_sum, grads_j)
+      return (loss_sum + weight * loss_j, grad_sum, stats), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (loss, grads, batch_stats), _ = jax.lax.scan(
+        accumulate, (jnp.zeros((), jnp.float32), zeros, state.batch_stats),
+        (micro, weights, jnp.arange(grad_accum_steps)))
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if skip_nonfinite:
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                             new_state, state.replace(step=new_state.step))
+  return new_state, _step_metrics(loss, grad_norm, finite, new_state.step)
 
 
 class Stage:
@@ -151,12 +250,25 @@ class Stage:
     cw = (jnp.ones((n_out,), jnp.float32) if class_weights is None
           else jnp.asarray(class_weights, jnp.float32))
     loss_name = cfg.get('loss') or self.task.default_loss
+    on_nonfinite = cfg.get('on_nonfinite', 'stop')
+    if on_nonfinite not in ('stop', 'skip'):
+      raise AffectJaxError(
+          f"on_nonfinite={on_nonfinite!r} (config train stage); use 'stop' "
+          "(the default: raise at the first non-finite step) or 'skip'.")
+    accum = int(cfg.get('grad_accum_steps', 1))
+    if accum < 1 or config.batch_size % accum:
+      raise AffectJaxError(
+          f'grad_accum_steps={accum} (config train stage) must be >= 1 and '
+          f'divide batch_size={config.batch_size}; micro-batches are '
+          'batch_size / grad_accum_steps windows.')
     self._train_step = jax.jit(
         functools.partial(train_step, task=self.task,
                           loss_fn=self.task.loss_fn(loss_name),
                           class_weights=cw, normalization=inp.normalization,
                           train_without_face=inp.get('train_without_face',
-                                                     False)),
+                                                     False),
+                          skip_nonfinite=on_nonfinite == 'skip',
+                          grad_accum_steps=accum),
         in_shardings=(self.replicated, self.data_sharding),
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=0)
@@ -306,11 +418,98 @@ def train_and_evaluate(ctx) -> dict[str, Any]:
                init_source=ctx.source(cfg.init_from), name=ctx.name)
 
 
+def _batch_videos(ds, step: int, split: input_pipeline.SplitData
+                  ) -> list[str]:
+  """Video ids of the batch of `step` (this process's rows): the pipeline
+  is a function of the step, so it is read again."""
+  return [split.video_ids[int(i)] for i in ds[step - 1][F.VIDEO_INDEX]]
+
+
+def _stop_if_nonfinite(nonfinite: dict[str, int], ds, split, ckpts,
+                       workdir: str):
+  if not nonfinite['count']:
+    return
+  first = nonfinite['first_step']
+  ckpts.wait()  # The saves in flight are of earlier, finite states.
+  ckpts.close()
+  raise AffectJaxError(
+      f'The loss or gradient was not finite at step {first} in {workdir} '
+      f'(batch of videos {_batch_videos(ds, first, split)}; '
+      f'{nonfinite["count"]} such step(s) since the last check); stopped '
+      'without saving that state (the latest checkpoint is of step '
+      f'{ckpts.latest.latest_step()}). Lower the learning rate, check those '
+      "videos' labels and frames, or set the train stage's "
+      "on_nonfinite='skip' to skip such steps.")
+
+
+def _save_and_stop(ckpts, writer, step, state, loop, signum, name):
+  if ckpts.latest.latest_step() != step:
+    ckpts.save_latest(step, state, loop)
+  ckpts.wait()
+  ckpts.close()
+  writer.close()
+  sig = signal.Signals(signum).name
+  print(f'[{name}] {sig}: saved the latest checkpoint at step {step} in '
+        f'{ckpts.latest.directory}.', flush=True)
+  raise Interrupted(f'Stopped by {sig} at step {step}; rerun the same '
+                    'command to resume from there.', signum)
+
+
 def uses_landmarks(model_cfg) -> bool:
   """Whether `config.model` fuses landmarks (AffWildNet does by default)."""
   if 'use_landmarks' in model_cfg:
     return bool(model_cfg.use_landmarks)
   return model_cfg.arch == 'affwildnet'
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+  """Yields a dict that SIGTERM / SIGINT set ('signum') instead of killing.
+
+  The train loop reads it once per step (a Python read, no device sync).
+  A second SIGINT raises KeyboardInterrupt at once. The previous handlers
+  are back on exit. Outside the main thread (where Python cannot install
+  handlers) the dict stays empty.
+  """
+  got: dict[str, int] = {}
+  if threading.current_thread() is not threading.main_thread():
+    yield got
+    return
+
+  def handler(signum, frame):
+    del frame
+    if signum == signal.SIGINT and 'signum' in got:
+      raise KeyboardInterrupt
+    got.setdefault('signum', signum)
+
+  previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
+  try:
+    yield got
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def _stop_requested(stop: dict[str, int], step: int, every: int) -> bool:
+  """Whether every process stops after `step`.
+
+  One process: as soon as its signal came. Several: they must stop (and
+  save, a collective) at the same step, so they agree every `every` steps
+  (the log steps, which wait for the device anyway).
+  """
+  if jax.process_count() == 1:
+    return 'signum' in stop
+  if step % every:
+    return False
+  flags = multihost_utils.process_allgather(
+      np.int32(stop.get('signum', 0)))
+  signum = int(np.max(flags))
+  if signum:
+    stop.setdefault('signum', signum)
+  return bool(signum)
 
 
 def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
@@ -320,7 +519,18 @@ def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
 
   The train stage loads its splits by name; cross validation
   (`affect_jax.cross_validation`) passes the folds of one split.
+
+  Raises:
+    Interrupted: SIGTERM / SIGINT came; the `latest` checkpoint holds the
+      step reached, and calling again resumes from it.
   """
+  with stop_on_signals() as stop:
+    return _train(config, cfg, workdir, train_split, eval_split, init_source,
+                  name, stop)
+
+
+def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
+           stop):
   os.makedirs(workdir, exist_ok=True)
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   task = tasks_lib.get(cfg.task)
@@ -381,22 +591,35 @@ def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
     state, m = stage.train_step(state, next(it))
     acc = m if acc is None else acc.merge(m)
     step += 1
-    if step % config.log_every_steps == 0 or step == cfg.num_train_steps:
+    log = step % config.log_every_steps == 0 or step == cfg.num_train_steps
+    if cfg.get('on_nonfinite', 'stop') == 'stop' and (
+        log or step % cfg.eval_every_steps == 0 or 'signum' in stop or
+        step % cfg.checkpoint_every_steps == 0):
+      # Before the state is logged, evaluated or saved: every step since
+      # the last check, one fetch of two scalars.
+      _stop_if_nonfinite(acc.nonfinite.compute(), ds, train_split, ckpts,
+                         workdir)
+    if log:
       scalars = acc.compute()
       acc = None
       loss = float(scalars['loss'])
+      skipped = scalars['nonfinite']['count']
+      if skipped:
+        loop['skipped_steps'] = loop.get('skipped_steps', 0) + skipped
+        first = scalars['nonfinite']['first_step']
+        print(f'[{name}] skipped {skipped} step(s) with a non-finite loss or '
+              f'gradient since the last log line (first: step {first}, '
+              f'videos {_batch_videos(ds, first, train_split)}); '
+              f'{loop["skipped_steps"]} in all.', flush=True)
       dt = time.time() - t_last
       sps = (step - step_last) / max(dt, 1e-9)
       print(f'[{name}] step {step}/{cfg.num_train_steps} '
             f'(epoch {step / steps_per_epoch:.1f}) loss {loss:.4f} | '
             f'{sps:.2f} steps/s {sps * frames_per_step:.0f} frames/s',
             flush=True)
-      if not np.isfinite(loss):
-        raise AffectJaxError(
-            f'Training loss became {loss} at step {step} in {workdir}; lower '
-            'the learning rate or check the labels for NaN/out-of-range values.')
       writer.write_scalars(step, {
           'train/loss': loss, 'train/grad_norm': float(scalars['grad_norm']),
+          'train/skipped_steps': loop.get('skipped_steps', 0),
           'train/steps_per_sec': sps,
           'train/frames_per_sec': sps * frames_per_step,
           'train/learning_rate': float(learning_rate_schedule(cfg)(step)),
@@ -439,6 +662,8 @@ def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
       t_last += time.time() - t_eval
     elif step % cfg.checkpoint_every_steps == 0:
       ckpts.save_latest(step, state, loop)
+    if _stop_requested(stop, step, config.log_every_steps):
+      _save_and_stop(ckpts, writer, step, state, loop, stop['signum'], name)
 
   if ckpts.latest.latest_step() != step:
     ckpts.save_latest(step, state, loop)
@@ -453,7 +678,8 @@ def train(config, cfg, workdir: str, train_split: input_pipeline.SplitData,
              'best_metric': cfg.best_metric,
              f'best_{cfg.best_metric}': loop['best_metric'],
              'validation': loop.get('best_results', {}),
-             'final_step': step, 'stopped_early': loop['stopped_early']}
+             'final_step': step, 'stopped_early': loop['stopped_early'],
+             'skipped_steps': loop.get('skipped_steps', 0)}
   writers.write_json(os.path.join(workdir, 'summary.json'), summary)
   if jax.process_index() == 0:
     plots.learning_curves(os.path.join(workdir, 'metrics.csv'),

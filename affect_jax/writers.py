@@ -36,11 +36,13 @@ class MetricWriter:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(logdir)
     path = os.path.join(logdir, 'metrics.csv')
-    new = not os.path.exists(path)
+    # An empty file is new too: a run that failed before its first line.
+    new = not os.path.exists(path) or not os.path.getsize(path)
     self._csv_file = open(path, 'a', newline='')
     self._csv = csv.writer(self._csv_file)
     if new:
       self._csv.writerow(['step', 'name', 'value', 'wall_time'])
+      self._csv_file.flush()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     if not self._active:

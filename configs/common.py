@@ -58,8 +58,16 @@ def train_stage(task: str, data: ml_collections.ConfigDict, *, loss: str = '',
                 init_from: str = '', init_keep: str = 'trunk,fc,rnn',
                 freeze: str = '', augment: bool = True,
                 rare_window_repeats: int = 1, sampler: str = 'shuffle',
-                sampler_targets: str = '') -> ml_collections.ConfigDict:
+                sampler_targets: str = '', on_nonfinite: str = 'stop',
+                grad_accum_steps: int = 1) -> ml_collections.ConfigDict:
   """A `train` stage. Empty `loss` / `best_metric` take the task's defaults.
+
+  `on_nonfinite`: a step with a NaN / inf loss or gradient stops the run
+  with an error naming the step and its videos, before that state is saved
+  ('stop'), or is skipped, leaving the state as it was ('skip').
+  `grad_accum_steps` k: each step's batch runs as k micro-batches of
+  batch_size / k windows and their gradients are averaged (the memory of a
+  k-times smaller batch; the rules are in `affect_jax.train.train_step`).
 
   `sampler` (affect_jax.samplers): 'shuffle', 'va_quadrants' (kollias2019;
   `sampler_targets` = the four quadrant shares, default 43/24/19/14 %) or
@@ -70,7 +78,8 @@ def train_stage(task: str, data: ml_collections.ConfigDict, *, loss: str = '',
       init_from=init_from, init_keep=init_keep, freeze=freeze,
       augment=augment, rare_window_repeats=rare_window_repeats,
       sampler=sampler, sampler_targets=sampler_targets,
-      best_metric=best_metric, best_mode=best_mode))
+      best_metric=best_metric, best_mode=best_mode,
+      on_nonfinite=on_nonfinite, grad_accum_steps=grad_accum_steps))
   # Unset (None) keys take the experiment's top-level value.
   for key, kind in (('seed', _INT), ('num_train_steps', _INT),
                     ('num_epochs', _FLOAT), ('learning_rate', _FLOAT),

@@ -124,3 +124,11 @@ def test_layers_prints_table(capsys):
   printed = capsys.readouterr().out
   assert 'conv 3x3 64->64: JAX XLA default (YNNPACK)' in printed
   assert 'max-pool 3x3/2: JAX int8 argmax (pooling)' in printed
+
+
+def test_remat_prints_table(capsys):
+  from benchmarks import remat
+  remat.main(['--tiny', '--steps', '1', '--warmup', '1'])
+  printed = capsys.readouterr().out
+  assert '| remat=False' in printed and '| remat=True' in printed
+  assert 'remat_memory_ratio=' in printed

@@ -236,7 +236,8 @@ def build(arch: str, **kwargs) -> nn.Module:
       'cnn_m') take num_classes (None: the trunk's features), width, dtype
       and their own options; video models ('<trunk>_frames', '_lstm',
       '_gru', 'affwildnet') need num_outputs and also take the trunk's
-      arguments (not num_classes).
+      arguments (not num_classes), and `remat` (recompute the trunk in the
+      backward pass: less memory, same gradients).
     **kwargs: the architecture's arguments.
 
   Returns:
@@ -254,7 +255,18 @@ def build(arch: str, **kwargs) -> nn.Module:
   if arch not in TRUNKS and 'num_classes' in kwargs:
     raise AffectJaxError(
         f'Model arch {arch!r} takes num_outputs, not num_classes.')
-  return _call_checked(arch, ARCHS[arch], kwargs)
+  remat = kwargs.pop('remat', False)
+  if remat and arch in TRUNKS:
+    raise AffectJaxError(
+        f'model.remat applies to the video models, not to arch {arch!r}.')
+  model = _call_checked(arch, ARCHS[arch], kwargs)
+  if not remat:
+    return model
+  if isinstance(model.trunk, ResNet):
+    # Per block: the whole trunk at once would recompute every activation
+    # together in the backward pass, which saves no peak memory.
+    return model.clone(trunk=model.trunk.clone(remat=True))
+  return model.clone(remat=True)
 
 
 def load_torch_state_dict(arch: str, state_dict, **kwargs) -> dict[str, Any]:

@@ -64,6 +64,11 @@ class CNNRNN(nn.Module):
     use_landmarks: concatenate the 68 (x, y) landmarks to the input of `fc`
       (or of the RNN / head without `fc`); the call then needs `landmarks`.
     head_name: parameter name of the head.
+    remat: recompute the trunk's activations in the backward pass instead
+      of keeping them (`nn.remat` of the whole trunk): same values and
+      gradients, one more trunk forward per step. (`models.build(...,
+      remat=True)` remats a ResNet trunk per block instead, which is what
+      lowers the peak memory.)
   """
   trunk: nn.Module
   rnn: nn.Module | None
@@ -71,6 +76,7 @@ class CNNRNN(nn.Module):
   fc: nn.Module | None = None
   use_landmarks: bool = False
   head_name: str = 'head'
+  remat: bool = False
 
   @nn.compact
   def __call__(self, frames, mask=None, train: bool = False, landmarks=None):
@@ -90,8 +96,10 @@ class CNNRNN(nn.Module):
     """
     b, t = frames.shape[:2]
     # The trunk sees frames independently: fold time into the batch.
-    feats = self.trunk(jnp.reshape(frames, (b * t,) + frames.shape[2:]),
-                       train=train)
+    apply_trunk = nn.remat(_apply_trunk, static_argnums=(2,)) if (
+        self.remat) else _apply_trunk
+    feats = apply_trunk(self, jnp.reshape(frames,
+                                          (b * t,) + frames.shape[2:]), train)
     feats = jnp.reshape(feats, (b, t, feats.shape[-1]))
     if self.use_landmarks:
       if landmarks is None:
@@ -112,3 +120,7 @@ class CNNRNN(nn.Module):
     # float32 logits whatever the compute dtype: the losses want them.
     return nn.Dense(self.num_outputs, dtype=jnp.float32,
                     name=self.head_name)(feats)
+
+
+def _apply_trunk(module: CNNRNN, x, train: bool):
+  return module.trunk(x, train=train)

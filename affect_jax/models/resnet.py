@@ -145,6 +145,9 @@ class ResNet(nn.Module):
     zero_init_residual: zero-initialise every block's last BatchNorm scale.
     frozen_bn: always normalise with the running statistics and never update
       them, also when `train=True` (fine-tuning with small batches).
+    remat: recompute each block's inner activations in the backward pass
+      (`nn.remat` per block): the backward then holds one block's
+      intermediates at a time besides the block outputs; same values.
   """
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
@@ -152,6 +155,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   zero_init_residual: bool = False
   frozen_bn: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -179,9 +183,10 @@ class ResNet(nn.Module):
              name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))
     x = max_pool_3x3_s2(x)
+    block = nn.remat(Bottleneck) if self.remat else Bottleneck
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
-        x = Bottleneck(
+        x = block(
             width=self.width * 2**i,
             strides=2 if i > 0 and j == 0 else 1,
             conv=conv, conv1x1=conv1x1, norm=norm,
