@@ -1,7 +1,18 @@
 """Shared fixtures: a tiny synthetic dataset and a tiny experiment config."""
 
-import ml_collections
-import pytest
+import os
+import tempfile
+
+# One persistent XLA compilation cache for the session (a fresh folder, as
+# on CI), shared by the test processes and the commands they start: the many
+# tests that compile the same tiny networks compile them once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      tempfile.mkdtemp(prefix='affect_jax_xla_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
+
+import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import common
 from configs import realeyes
