@@ -117,14 +117,15 @@ def cv_stage(ctx) -> dict[str, Any]:
                       parts['validation'], init_source=init_source,
                       name=f'{ctx.name}/fold_{i}')
       predictor = inference.Predictor.load(fold_dir)
+      task, names = predictor.task, predictor.output_names
       results = evaluate.score_split(
           predictor, parts['test'], config, os.path.join(fold_dir, 'test'),
           'test', plots_=cfg.plots)
       writers.write_json(done, results)
       per_fold[f'fold_{i}'] = results
-    if task is None:
-      predictor = inference.Predictor.load(fold_dir)
-      task, names = predictor.task, predictor.output_names
+  if task is None:  # Every fold had finished before: read one model record.
+    predictor = inference.Predictor.load(os.path.join(workdir, 'fold_0'))
+    task, names = predictor.task, predictor.output_names
   summary = _summary(per_fold, task, names, workdir)
   return summary
 

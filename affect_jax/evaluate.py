@@ -301,6 +301,10 @@ def cross_test_stage(ctx) -> dict[str, Any]:
   if not refs or not list(cfg.datasets.keys()):
     raise AffectJaxError(f'config.{ctx.name} needs checkpoints (comma list) '
                          'and at least one entry in datasets.')
+  # Each dataset is opened once, whatever the number of models.
+  splits = {d: input_pipeline.load_split(cfg.datasets[d],
+                                         cfg.datasets[d].test_split)
+            for d in cfg.datasets.keys()}
   pairs: dict[str, dict[str, dict[str, Any]]] = {}
   task = names = None
   for ref in refs:
@@ -314,9 +318,7 @@ def cross_test_stage(ctx) -> dict[str, Any]:
       raise AffectJaxError(f'config.{ctx.name}.checkpoints mixes tasks '
                            f'({task.name!r} and {predictor.task.name!r}).')
     pairs[model] = {}
-    for data_name in cfg.datasets.keys():
-      data = cfg.datasets[data_name]
-      split = input_pipeline.load_split(data, data.test_split)
+    for data_name, split in splits.items():
       pairs[model][data_name] = score_split(
           predictor, split, config, workdir, f'{_safe(model)}_on_{data_name}',
           plots_=cfg.plots)
