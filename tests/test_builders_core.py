@@ -82,6 +82,50 @@ def test_tracker_reuses_last_box_for_a_short_gap():
   assert has and box.sum() == 4
 
 
+def test_multi_face_tracker_keeps_ids_bridges_gaps_and_adds_faces():
+  big, small = np.array([0., 0, 20, 20]), np.array([0., 50, 10, 60])
+  shift = lambda box, dx, dy=0: box + [dy, dx, dy, dx]
+  none = np.zeros((0, 4))
+  frames = [
+      [small, big],  # New ids, the larger first: big 0, small 1.
+      [shift(small, 0, 1), shift(big, 2)],  # Both move; any order.
+      [shift(big, 4), shift(small, 0, 2)],
+      [shift(big, 6)],  # Small missed: its last box, has_face=False.
+      [shift(small, 0, 3), shift(big, 8), np.array([50., 50, 70, 70])],
+      [shift(big, 10)], [shift(big, 10)],  # Small and the third missed
+      [shift(big, 10)],  # more than max_gap=2 frames: ended.
+      [shift(big, 10), shift(small, 0, 3)],
+      [none], [shift(big, 10)],  # Nobody, then big within the gap.
+  ]
+  found = iter(frames)
+  tracker = face.MultiFaceTracker(
+      lambda image: np.reshape(next(found), (-1, 4)), max_gap=2)
+  image = np.zeros((8, 8, 3), np.uint8)
+  got = [[(f.id, f.has_face, tuple(f.box)) for f in tracker(image)]
+         for _ in frames]
+  b = lambda dx: tuple(shift(big, dx))
+  s = lambda dy: tuple(shift(small, 0, dy))
+  assert got == [
+      [(0, True, b(0)), (1, True, s(0))],
+      [(0, True, b(2)), (1, True, s(1))],
+      [(0, True, b(4)), (1, True, s(2))],
+      [(0, True, b(6)), (1, False, s(2))],
+      [(0, True, b(8)), (1, True, s(3)), (2, True, (50, 50, 70, 70))],
+      [(0, True, b(10)), (1, False, s(3)), (2, False, (50, 50, 70, 70))],
+      [(0, True, b(10)), (1, False, s(3)), (2, False, (50, 50, 70, 70))],
+      [(0, True, b(10))],
+      # The small face is back: a new id, 1 and 2 are never reused.
+      [(0, True, b(10)), (3, True, s(3))],
+      [(0, False, b(10)), (3, False, s(3))],
+      [(0, True, b(10)), (3, False, s(3))],
+  ]
+  # Whole-frame models: one face, 0, every frame.
+  whole = face.MultiFaceTracker(None)(image)
+  assert [(f.id, f.box, f.has_face) for f in whole] == [(0, None, True)]
+  np.testing.assert_allclose(face.box_iou(big, [shift(big, 10), small]),
+                             [[200 / 600, 0]])
+
+
 def test_tracker_picks_a_side_and_detects_every_nth_frame():
   calls = []
   two = np.array([[0., 50, 10, 60], [0, 10, 30, 40]])  # Right small, left big.

@@ -3,6 +3,7 @@
   detect = make_detector('dlib')  # or 'haar', 'none'
   tracker = FaceTracker(detect, max_gap=5)
   box, has_face = tracker(image)  # pixel box or None
+  faces = MultiFaceTracker(detect, max_gap=5)(image)  # every face, with ids
   crop = crop_face(image, box, size=112, margin=0.2)
   crop.image  # uint8 [112, 112, 3]; crop.to_crop(points) -> [0, 1] coords
   points = make_landmarker('dlib')(image, box)  # [68, 2] pixels
@@ -53,13 +54,26 @@ def _boxes(boxes) -> np.ndarray:
   return np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
+def _areas(boxes: np.ndarray) -> np.ndarray:
+  return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Intersection over union of pixel boxes [N, 4] and [M, 4]: float [N, M]."""
+  a, b = _boxes(a), _boxes(b)
+  lo = np.maximum(a[:, None, :2], b[None, :, :2])
+  hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+  inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+  union = _areas(a)[:, None] + _areas(b)[None, :] - inter
+  return inter / np.maximum(union, 1e-9)
+
+
 def pick_face(boxes: np.ndarray, pick: str = 'largest') -> np.ndarray | None:
   """One box of [N, 4] (see PICKS), or None when N is 0."""
   if len(boxes) == 0:
     return None
   if pick == 'largest':
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return boxes[int(np.argmax(areas))]
+    return boxes[int(np.argmax(_areas(boxes)))]
   centres = boxes[:, 1] + boxes[:, 3]
   if pick == 'left':
     return boxes[int(np.argmin(centres))]
@@ -219,6 +233,77 @@ class FaceTracker:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class TrackedFace:
+  """One face of one frame as `MultiFaceTracker` follows it.
+
+  Attributes:
+    id: the face's track: 0, 1, ... in order of first appearance.
+    box: (ymin, xmin, ymax, xmax) pixels: this frame's detection, or the
+      track's last one while the detector misses it; None for the whole
+      frame (no detector).
+    has_face: the detector found the face in this frame.
+  """
+  id: int
+  box: np.ndarray | None
+  has_face: bool
+
+
+class MultiFaceTracker:
+  """Follows every face of a video, each under an id that stays the same.
+
+  Each frame's detections are matched greedily to the live tracks, highest
+  IoU with a track's last detected box first (at least `min_iou`); a
+  detection left unmatched starts a new track under the next id (the
+  largest face first); ids are never reused. A track the detector misses
+  keeps its last box for up to `max_gap` frames with has_face=False, as
+  `FaceTracker` bridges its one face, and then ends: a face that comes back
+  later gets a new id. Without a detector (whole-frame models) the whole
+  frame is face 0 of every frame.
+  """
+
+  def __init__(self, detector: Detector | None, max_gap: int = 0,
+               min_iou: float = 0.3):
+    self._detector = detector
+    self._max_gap = max_gap
+    self._min_iou = min_iou
+    self._tracks: dict[int, tuple[np.ndarray, int]] = {}  # (box, misses)
+    self._next_id = 0
+
+  def __call__(self, image: np.ndarray) -> list[TrackedFace]:
+    """The live faces of one uint8 [H, W, 3] frame, by id."""
+    if self._detector is None:
+      return [TrackedFace(0, None, True)]
+    boxes = _boxes(self._detector(image))
+    ids = list(self._tracks)
+    found: dict[int, np.ndarray] = {}  # id -> this frame's box
+    free = list(range(len(boxes)))
+    if ids and free:
+      iou = box_iou(np.stack([self._tracks[k][0] for k in ids]), boxes)
+      while iou.max() >= self._min_iou:
+        t, d = np.unravel_index(np.argmax(iou), iou.shape)
+        found[ids[t]] = boxes[d]
+        free.remove(d)
+        iou[t, :] = iou[:, d] = -1
+    areas = _areas(boxes)
+    for d in sorted(free, key=lambda d: -areas[d]):
+      found[self._next_id] = boxes[d]
+      self._next_id += 1
+    faces = []
+    for k in sorted(set(self._tracks) | set(found)):
+      if k in found:
+        self._tracks[k] = (found[k], 0)
+        faces.append(TrackedFace(k, found[k], True))
+        continue
+      box, misses = self._tracks[k]
+      if misses >= self._max_gap:
+        del self._tracks[k]
+      else:
+        self._tracks[k] = (box, misses + 1)
+        faces.append(TrackedFace(k, box, False))
+    return faces
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Crop:
   """A square crop resized to `size`, and the map from frame to crop coords.
 
@@ -338,8 +423,26 @@ def crop_frame(image: np.ndarray, tracker: FaceTracker, size: int,
       image, np.array([0, 0, h, w], np.float32) if aligned else given_box)
   if given_has_face is not None:
     has_face = has_face and given_has_face
-  crop = crop_face(image, box, size,
-                   0.0 if aligned or box is None else margin)
+  return crop_box(image, box, has_face, size, 0.0 if aligned else margin,
+                  landmarker, given_landmarks)
+
+
+def crop_box(image: np.ndarray, box: np.ndarray | None, has_face: bool,
+             size: int, margin: float, landmarker: Landmarker | None = None,
+             given_landmarks: np.ndarray | None = None) -> FaceCrop:
+  """`crop_frame` once the face is found: crops and marks one box.
+
+  The prediction command's `--all_faces` calls it for each tracked face of a
+  frame (`MultiFaceTracker`), so each face is cropped as the builders crop
+  their one face.
+
+  Args:
+    image: uint8 [H, W, 3] RGB frame.
+    box: the face box in pixels, or None for the whole frame.
+    has_face: the face was found in this frame (landmarks only then).
+    size, margin, landmarker, given_landmarks: as for `crop_frame`.
+  """
+  crop = crop_face(image, box, size, 0.0 if box is None else margin)
   if given_landmarks is not None:
     landmarks = crop.to_crop(given_landmarks)
   elif landmarker is not None and has_face and box is not None:
