@@ -169,7 +169,8 @@ def confusion(results: dict[str, Any], class_names: Sequence[str], path: str,
 
 def prediction_plot(time: np.ndarray, has_face: np.ndarray,
                     outputs: np.ndarray, columns: Sequence[str], path: str,
-                    title: str = '', is_image: bool = False) -> str:
+                    title: str = '', is_image: bool = False,
+                    face: np.ndarray | None = None) -> str:
   """Predictions of one video over time, or of one image.
 
   Args:
@@ -179,42 +180,84 @@ def prediction_plot(time: np.ndarray, has_face: np.ndarray,
     columns: the K output names; 'valence' and 'arousal' go in the first
       panel, the classes' probabilities in a second one.
     path: the PNG.
-    is_image: one row: a point on the valence-arousal plane (or bars of
+    is_image: one frame: a point on the valence-arousal plane (or bars of
       the class probabilities).
+    face: int [N] face id of each row (-1 where a frame has no face), as
+      `predict --all_faces` writes several rows per frame: valence and
+      arousal get one line (or point) per face, coloured by face, and each
+      face its own class panel. None: one row per frame.
   """
   va = [c for c in ('valence', 'arousal') if c in columns]
   classes = [c for c in columns if c not in va]
   col = {c: outputs[:, i] for i, c in enumerate(columns)}
+  if face is None:
+    t, no_face, tracks = time, ~np.asarray(has_face, bool), {None: col}
+  else:
+    t = np.unique(time)  # One point per frame; a face's gaps stay NaN.
+    no_face = ~np.isin(t, time[np.asarray(has_face, bool)])
+    tracks = {}
+    for k in np.unique(face[face >= 0]):
+      rows = face == k
+      tracks[int(k)] = {c: np.full(len(t), np.nan) for c in columns}
+      for c in columns:
+        tracks[int(k)][c][np.searchsorted(t, time[rows])] = col[c][rows]
+    tracks = tracks or {None: {c: np.full(len(t), np.nan) for c in columns}}
   if is_image:
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
-    if len(va) == 2:
-      ax.scatter(col['valence'], col['arousal'], s=80, color='tab:red',
-                 zorder=3)
-      ax.axhline(0, color='grey', lw=0.6)
-      ax.axvline(0, color='grey', lw=0.6)
-      ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel='valence',
-             ylabel='arousal', aspect='equal')
-    else:
-      ax.barh(classes, [col[c][0] for c in classes], color='tab:blue')
-      ax.set(xlim=(0, 1), xlabel='probability')
-    if not has_face.any():
-      ax.set_title('no face found')
-    ax.grid(alpha=0.3)
-    fig.suptitle(title.strip())
-    return _save(fig, path)
-  panels = [p for p in (va, classes) if p]
+    return _image_plot(tracks, va, classes, bool(np.any(has_face)), path,
+                       title)
+  panels = ([(va, tracks, 'value')] if va else []) + (
+      [(classes, {k: s}, 'probability' if k is None else
+        f'face {k}: probability') for k, s in tracks.items()]
+      if classes else [])
   fig, axes = plt.subplots(len(panels), 1, squeeze=False, sharex=True,
                            figsize=(11, 2.8 * len(panels)))
-  no_face = ~np.asarray(has_face, bool)
-  for ax, names in zip(axes[:, 0], panels):
-    for c in names:
-      ax.plot(time, col[c], lw=1.0, label=c)
+  for ax, (names, drawn, ylabel) in zip(axes[:, 0], panels):
+    for k, series in drawn.items():
+      for c in names:
+        style = {}
+        if k is not None and names is va:
+          style = dict(color=f'C{k % 10}', ls='-' if c == 'valence' else '--',
+                       label=f'{c}, face {k}')
+        ax.plot(t, series[c], lw=1.0, **{'label': c, **style})
     lo, hi = (-1.05, 1.05) if names is va else (0, 1.02)
-    _no_face_spans(ax, time, no_face, lo, hi)
-    ax.set(ylim=(lo, hi), ylabel='value' if names is va else 'probability')
+    _no_face_spans(ax, t, no_face, lo, hi)
+    ax.set(ylim=(lo, hi), ylabel=ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc='upper right', ncol=min(4, len(names) + 1))
+    ax.legend(fontsize=8, loc='upper right',
+              ncol=min(4, len(names) * len(drawn) + 1))
   axes[-1, 0].set_xlabel('time (s)')
+  fig.suptitle(title.strip())
+  return _save(fig, path)
+
+
+def _image_plot(tracks, va, classes, any_face: bool, path: str,
+                title: str) -> str:
+  """One image: its faces on the valence-arousal plane, or class bars."""
+  fig, ax = plt.subplots(figsize=(4.6, 4.4))
+  for j, (k, col) in enumerate(tracks.items()):
+    label = None if k is None else f'face {k}'
+    if len(va) == 2:
+      ax.scatter(col['valence'], col['arousal'], s=80, zorder=3, label=label,
+                 color='tab:red' if k is None else f'C{k % 10}')
+    else:
+      height = 0.8 / len(tracks)
+      ax.barh(np.arange(len(classes)) + j * height,
+              [col[c][0] for c in classes], height=height, label=label,
+              color='tab:blue' if k is None else f'C{k % 10}')
+  if len(va) == 2:
+    ax.axhline(0, color='grey', lw=0.6)
+    ax.axvline(0, color='grey', lw=0.6)
+    ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel='valence',
+           ylabel='arousal', aspect='equal')
+  else:
+    ax.set(xlim=(0, 1), xlabel='probability',
+           yticks=np.arange(len(classes)) + 0.4 - 0.4 / max(1, len(tracks)))
+    ax.set_yticklabels(classes)
+  if not any_face:
+    ax.set_title('no face found')
+  elif any(k is not None for k in tracks):
+    ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
   fig.suptitle(title.strip())
   return _save(fig, path)
 

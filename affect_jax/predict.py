@@ -1,7 +1,7 @@
 """Per-frame valence / arousal / emotion predictions for a video, image or folder.
 
   python -m affect_jax.predict --model=DIR --input=PATH --output=OUT.csv \
-      [--plot=OUT.png] [--batch_size=N]
+      [--plot=OUT.png] [--batch_size=N] [--all_faces]
 
 --model: a training workdir (its last stage's best checkpoint), a stage or
   checkpoint folder, or a folder written by `python -m affect_jax.export`.
@@ -14,7 +14,13 @@ The CSV has one row per decoded frame, in order: frame, time_s (the frame's
 presentation time), has_face, the face box x0, y0, x1, y1 in pixels of the
 (upright) frame, then one column per model output: valence, arousal for a
 VA model, one probability per class for an emotion or expression model.
-Frames without a face have has_face=0 and empty box and predictions.
+Frames without a face have has_face=0 and empty box and predictions. Of
+several faces the largest is predicted; with --all_faces each face found
+gets its own row, in a `face` column after time_s: ids 0, 1, ... tracked
+across frames (`core.face.MultiFaceTracker`), each face predicted on its own
+crops and its own windows, as if the video showed only that face; a frame
+without any face still gives one row (has_face=0, empty face). A model
+trained on whole frames (no face detector) has one face, 0, in every frame.
 
 Each frame goes through the preprocessing the model was trained with, by the
 builders' own code: the same decoder, face detector, crop margin and size,
@@ -22,9 +28,10 @@ landmarks and JPEG round trip (`tfds_builders.core.face.crop_frame`,
 `core.encode_jpeg`, `input_pipeline.decode_resized`). A temporal model sees
 windows of its training length overlapping by half; each frame takes the
 prediction of the window in which it is most central. An image is predicted
-as a still video of one window of repeats and gives one row (the last frame
-of the window: the one that has seen the whole window). Memory stays bounded
-(about window + batch_size x window / 2 frames) whatever the video's length.
+as a still video of one window of repeats and gives one row (one per face
+with --all_faces; the last frame of the window: the one that has seen the
+whole window). Memory stays bounded (about window + batch_size x window / 2
+frames per face being tracked) whatever the video's length.
 
 Errors (a missing or unreadable file, a truncated video, a folder without a
 model) are one `error: ...` line and exit status 2. A truncated or corrupt
@@ -120,14 +127,27 @@ class Preprocess:
     self.jpeg_quality = core.VideoFrameConfig.jpeg_quality
     self._encode = core.encode_jpeg
 
-  def tracker(self):
-    """A fresh face tracker for one video."""
+  def tracker(self, all_faces: bool = False):
+    """A fresh face tracker for one video: of its largest face, or of all."""
+    if all_faces:
+      return self._face.MultiFaceTracker(self.detector, self.max_gap)
     return self._face.FaceTracker(self.detector, self.max_gap)
 
   def __call__(self, index: int, time_s: float, image: np.ndarray,
                tracker) -> ModelFrame:
-    found = self._face.crop_frame(image, tracker, self.crop_size,
-                                  self.margin, self.landmarker)
+    """The frame's face as a `FaceTracker` finds it."""
+    return self._model_frame(index, time_s, image, self._face.crop_frame(
+        image, tracker, self.crop_size, self.margin, self.landmarker))
+
+  def faces(self, index: int, time_s: float, image: np.ndarray,
+            tracker) -> list[tuple[int, ModelFrame]]:
+    """(face id, frame) of each face a `MultiFaceTracker` follows."""
+    return [(f.id, self._model_frame(index, time_s, image, self._face.crop_box(
+        image, f.box, f.has_face, self.crop_size, self.margin,
+        self.landmarker))) for f in tracker(image)]
+
+  def _model_frame(self, index: int, time_s: float, image: np.ndarray,
+                   found) -> ModelFrame:
     h, w = image.shape[:2]
     box = (0.0, 0.0, float(h), float(w)) if found.box is None else found.box
     # The records hold JPEGs of the crops; the model saw them decoded.
@@ -167,6 +187,80 @@ def run_windows(logits_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
   return out
 
 
+class WindowStream:
+  """`predict_stream` fed one frame at a time: one per face track.
+
+  `push` takes the next frame and returns the (frame, logits [K]) that are
+  final, in order; `finish` runs the last windows and returns the rest.
+  """
+
+  def __init__(self, logits_fn, window: int, batch_size: int,
+               image_size: int):
+    self._logits_fn, self._window = logits_fn, window
+    self._batch_size, self._image_size = batch_size, image_size
+    self._stride = max(1, window // 2)
+    self._images: dict[int, ModelFrame] = {}
+    # Frames whose image is no longer needed keep their CSV fields here.
+    self._meta: dict[int, ModelFrame] = {}
+    self._best: dict[int, tuple[float, np.ndarray]] = {}
+    self._pending: list[int] = []  # Window starts not yet run.
+    self._n = self._next_start = self._emitted = 0
+
+  def push(self, frame: ModelFrame) -> list[tuple[ModelFrame, np.ndarray]]:
+    self._images[self._n] = frame
+    self._n += 1
+    while self._next_start + self._window <= self._n:
+      self._pending.append(self._next_start)
+      self._next_start += self._stride
+    if len(self._pending) < self._batch_size:
+      return []
+    starts = self._pending[:self._batch_size]
+    del self._pending[:self._batch_size]
+    self._run(starts)
+    out = self._emit(starts[-1] + (self._window - 1) / 2)
+    self._release()
+    return out
+
+  def finish(self) -> list[tuple[ModelFrame, np.ndarray]]:
+    if self._n == 0:
+      return []
+    last = self._next_start - self._stride  # Start of the last full window.
+    if last < 0 or last + self._window < self._n:
+      self._pending.append(max(0, self._n - self._window))
+    self._run(self._pending)
+    self._pending = []
+    return self._emit(self._n)
+
+  def _run(self, starts: list[int]) -> None:
+    wins = [[self._images[i] for i in range(s, min(s + self._window, self._n))]
+            for s in starts]
+    logits = run_windows(self._logits_fn, wins, self._batch_size,
+                         self._window, self._image_size)
+    for s, w, l in zip(starts, wins, logits):
+      centre = (len(w) - 1) / 2
+      for t in range(len(w)):
+        d = abs(t - centre)
+        if s + t not in self._best or d < self._best[s + t][0]:
+          self._best[s + t] = (d, l[t])
+
+  def _emit(self, upto: float) -> list[tuple[ModelFrame, np.ndarray]]:
+    out = []
+    while self._emitted < self._n and self._emitted <= upto:
+      i = self._emitted
+      out.append((self._images[i] if i in self._images else self._meta[i],
+                  self._best.pop(i)[1]))
+      self._meta.pop(i, None)
+      self._emitted += 1
+    return out
+
+  def _release(self) -> None:
+    keep = min(self._pending + [self._next_start - self._stride])
+    for i in [i for i in self._images if i < keep]:
+      f = self._images.pop(i)
+      if i >= self._emitted:
+        self._meta[i] = dataclasses.replace(f, image=None)
+
+
 def predict_stream(logits_fn, frames: Iterable[ModelFrame], window: int,
                    batch_size: int, image_size: int
                    ) -> Iterator[tuple[ModelFrame, np.ndarray]]:
@@ -179,59 +273,65 @@ def predict_stream(logits_fn, frames: Iterable[ModelFrame], window: int,
   frame has context on both sides where the video allows. Frames are held
   only until the windows that need them have run.
   """
-  stride = max(1, window // 2)
-  images: dict[int, ModelFrame] = {}
-  best: dict[int, tuple[float, np.ndarray]] = {}
-  pending: list[int] = []  # Window starts not yet run.
-  state = dict(n=0, next_start=0, emitted=0)
-
-  def run(starts: list[int], n: int) -> None:
-    wins = [[images[i] for i in range(s, min(s + window, n))] for s in starts]
-    for s, w, logits in zip(starts, wins,
-                            run_windows(logits_fn, wins, batch_size, window,
-                                        image_size)):
-      centre = (len(w) - 1) / 2
-      for t in range(len(w)):
-        d = abs(t - centre)
-        if s + t not in best or d < best[s + t][0]:
-          best[s + t] = (d, logits[t])
-
-  def emit(upto: float) -> Iterator[tuple[ModelFrame, np.ndarray]]:
-    while state['emitted'] < state['n'] and state['emitted'] <= upto:
-      i = state['emitted']
-      yield (images[i] if i in images else meta[i]), best.pop(i)[1]
-      meta.pop(i, None)
-      state['emitted'] += 1
-
-  # Frames whose image is no longer needed keep their CSV fields here.
-  meta: dict[int, ModelFrame] = {}
-
-  def release() -> None:
-    keep = min(pending + [state['next_start'] - stride])
-    for i in [i for i in images if i < keep]:
-      f = images.pop(i)
-      if i >= state['emitted']:
-        meta[i] = dataclasses.replace(f, image=None)
-
+  stream = WindowStream(logits_fn, window, batch_size, image_size)
   for frame in frames:
-    images[state['n']] = frame
-    state['n'] += 1
-    while state['next_start'] + window <= state['n']:
-      pending.append(state['next_start'])
-      state['next_start'] += stride
-    if len(pending) >= batch_size:
-      starts, pending[:] = pending[:batch_size], pending[batch_size:]
-      run(starts, state['n'])
-      yield from emit(starts[-1] + (window - 1) / 2)
-      release()
-  n = state['n']
-  if n == 0:
-    return
-  last = state['next_start'] - stride  # Start of the last full window.
-  if last < 0 or last + window < n:
-    pending.append(max(0, n - window))
-  run(pending, n)
-  yield from emit(n)
+    yield from stream.push(frame)
+  yield from stream.finish()
+
+
+def predict_tracks(logits_fn,
+                   frames: Iterable[tuple[int, float,
+                                          list[tuple[int, ModelFrame]]]],
+                   window: int, batch_size: int, image_size: int
+                   ) -> Iterator[tuple[int, float,
+                                       list[tuple[int, ModelFrame,
+                                                  np.ndarray]]]]:
+  """Every face of every frame, each face track through its own windows.
+
+  Args:
+    frames: (index, time, [(face id, frame)]) per decoded frame, the live
+      tracks of `Preprocess.faces`; a track missing from a frame has ended.
+
+  Yields:
+    (index, time, [(face id, frame, logits [K])]) of each frame in order,
+    the faces found in it (has_face) by id: each track is one
+    `WindowStream`, so a temporal model sees one face's sequence; a track's
+    frames where its face was missed feed its windows but give no entry.
+    Ended tracks are flushed; only frames whose faces are still in a
+    window are held.
+  """
+  streams: dict[int, WindowStream] = {}
+  # Frames not yet yielded: index -> (time, ids found, {id: (frame, logits)}).
+  waiting: dict[int, tuple[float, set[int], dict[int, Any]]] = {}
+
+  def take(face_id: int, done) -> None:
+    for frame, logits in done:
+      if frame.has_face:
+        waiting[frame.index][2][face_id] = (
+            dataclasses.replace(frame, image=None), logits)
+
+  def ready():
+    while waiting:
+      index = next(iter(waiting))
+      time_s, want, got = waiting[index]
+      if len(got) < len(want):
+        return
+      del waiting[index]
+      yield index, time_s, [(k, *got[k]) for k in sorted(got)]
+
+  for index, time_s, faces in frames:
+    waiting[index] = (time_s, {k for k, f in faces if f.has_face}, {})
+    live = {k for k, _ in faces}
+    for k in [k for k in streams if k not in live]:
+      take(k, streams.pop(k).finish())
+    for k, frame in faces:
+      if k not in streams:
+        streams[k] = WindowStream(logits_fn, window, batch_size, image_size)
+      take(k, streams[k].push(frame))
+    yield from ready()
+  for k in list(streams):
+    take(k, streams.pop(k).finish())
+  yield from ready()
 
 
 def predict_image(logits_fn, frame: ModelFrame, window: int,
@@ -320,6 +420,7 @@ class Result:
   outputs: np.ndarray  # [rows, K] in column order; NaN without a face.
   columns: list[str]
   is_image: bool
+  face: np.ndarray | None = None  # [rows] face ids (-1: none); --all_faces.
 
 
 class Runner:
@@ -340,9 +441,13 @@ class Runner:
     act = np.asarray(self.predictor.task.activation(logits[None]))[0]
     return np.array([act[k] for _, k in self.columns], np.float64)
 
-  def predict_file(self, path: str, output: str,
-                   progress: bool = True) -> Result:
+  def predict_file(self, path: str, output: str, progress: bool = True,
+                   all_faces: bool = False) -> Result:
     """Predicts one video or image into the CSV `output`.
+
+    Args:
+      all_faces: one row per face found in each frame, with a `face` id
+        tracked across frames, instead of the largest face's one row.
 
     Raises:
       AffectJaxError: the file is missing or unreadable; for a video that
@@ -353,15 +458,12 @@ class Runner:
       raise AffectJaxError(f'Input {path} does not exist or is not a file; '
                            'pass a video, an image or a folder of them.')
     names = [name for name, _ in self.columns]
-    header = ['frame', 'time_s', 'has_face', *BOX_COLUMNS, *names]
+    header = ['frame', 'time_s', *(['face'] if all_faces else []),
+              'has_face', *BOX_COLUMNS, *names]
     is_image = path.lower().endswith(IMAGE_EXTENSIONS)
-    tracker = self.preprocess.tracker()
-    logits_fn, size = self.predictor.logits, self.preprocess.image_size
     broken: list[AffectJaxError] = []
     if is_image:
-      frame = self.preprocess(0, 0.0, video.read_image(path), tracker)
-      stream = iter([(frame, predict_image(logits_fn, frame, self.window,
-                                           self.batch_size, size))])
+      images = iter([(0, 0.0, video.read_image(path))])
       total = 1
     else:
       total = video.probe(path, _FIX).frames
@@ -369,40 +471,73 @@ class Runner:
       def decoded():
         try:
           for f in video.iter_frames(path, _FIX):
-            yield self.preprocess(f.index, f.time, f.image, tracker)
+            yield f.index, f.time, f.image
         except AffectJaxError as e:
           broken.append(e)
 
-      stream = predict_stream(logits_fn, decoded(), self.window,
-                              self.batch_size, size)
+      images = decoded()
+    predicted = (self._all_faces if all_faces else self._largest_face)(
+        images, is_image)
     bar = Progress(os.path.basename(path), total) if progress else None
-    times, faces, outs = [], [], []
+    times, found, face_ids, outs = [], [], [], []  # Per row, for the plot.
+    frames, last = 0, (0, 0.0)
     empty = [None] * len(names)
     with AtomicCSV(output, header) as csv:
-      for frame, logits in stream:
-        values = self._outputs(logits)
-        if not frame.has_face:
-          values = np.full(len(names), np.nan)
-        csv.write([frame.index, frame.time, int(frame.has_face),
-                   *(frame.box or [None] * 4),
-                   *(values if frame.has_face else empty)])
-        times.append(frame.time)
-        faces.append(frame.has_face)
-        outs.append(values)
+      for index, time_s, faces in predicted:
+        # A frame without a face is one row with empty predictions.
+        for face_id, box, logits in faces or [(None, None, None)]:
+          has_face = logits is not None
+          values = (self._outputs(logits) if has_face else
+                    np.full(len(names), np.nan))
+          csv.write([index, time_s, *([face_id] if all_faces else []),
+                     int(has_face), *(box or [None] * 4),
+                     *(values if has_face else empty)])
+          times.append(time_s)
+          found.append(has_face)
+          face_ids.append(-1 if face_id is None else face_id)
+          outs.append(values)
+        frames, last = frames + 1, (index, time_s)
         if bar:
-          bar.update(len(times))
-      if broken and not times:
+          bar.update(frames)
+      if broken and not frames:
         raise broken[0]
     fps = bar.done() if bar else 0.0
     if broken:
       raise AffectJaxError(
-          f'{broken[0]} Decoding stopped after frame {len(times) - 1} '
-          f'(t={times[-1]:.3f} s): {output} holds the predictions of the '
-          f'{len(times)} frames that decoded.')
+          f'{broken[0]} Decoding stopped after frame {last[0]} '
+          f'(t={last[1]:.3f} s): {output} holds the predictions of the '
+          f'{frames} frames that decoded.')
     return Result(output, len(times), fps, np.asarray(times),
-                  np.asarray(faces, bool),
+                  np.asarray(found, bool),
                   np.asarray(outs).reshape(len(times), len(names)), names,
-                  is_image)
+                  is_image, np.asarray(face_ids) if all_faces else None)
+
+  def _largest_face(self, images, is_image: bool):
+    """(index, time, [(None, box, logits)] or []) per frame: the largest."""
+    tracker = self.preprocess.tracker()
+    frames = (self.preprocess(i, t, image, tracker) for i, t, image in images)
+    args = (self.window, self.batch_size, self.preprocess.image_size)
+    if is_image:
+      stream = ((f, predict_image(self.predictor.logits, f, *args))
+                for f in frames)
+    else:
+      stream = predict_stream(self.predictor.logits, frames, *args)
+    for f, logits in stream:
+      yield f.index, f.time, [(None, f.box, logits)] if f.has_face else []
+
+  def _all_faces(self, images, is_image: bool):
+    """(index, time, [(face id, box, logits)]) per frame: every face found."""
+    tracker = self.preprocess.tracker(all_faces=True)
+    tracked = ((i, t, self.preprocess.faces(i, t, image, tracker))
+               for i, t, image in images)
+    args = (self.window, self.batch_size, self.preprocess.image_size)
+    if is_image:  # One frame: no track to follow.
+      for i, t, faces in tracked:
+        yield i, t, [(k, f.box, predict_image(self.predictor.logits, f, *args))
+                     for k, f in faces if f.has_face]
+      return
+    for i, t, faces in predict_tracks(self.predictor.logits, tracked, *args):
+      yield i, t, [(k, f.box, logits) for k, f, logits in faces]
 
 
 def check_model_dir(path: str) -> str:
@@ -438,8 +573,10 @@ def list_inputs(folder: str) -> list[str]:
 
 def predict(model: str, input_path: str, output: str,
             plot: str | None = None, batch_size: int = 2,
-            progress: bool = True) -> list[Result]:
+            progress: bool = True, all_faces: bool = False) -> list[Result]:
   """The command: predicts a file or every file of a folder.
+
+  `all_faces`: one row per face found, tracked across frames (`face` id).
 
   Raises:
     AffectJaxError: the first problem; for a folder, after predicting the
@@ -459,7 +596,7 @@ def predict(model: str, input_path: str, output: str,
     stem = os.path.splitext(os.path.basename(path))[0]
     out = os.path.join(output, f'{stem}.csv') if folder else output
     try:
-      result = runner.predict_file(path, out, progress)
+      result = runner.predict_file(path, out, progress, all_faces)
     except AffectJaxError as e:
       if not folder:
         raise
@@ -472,7 +609,8 @@ def predict(model: str, input_path: str, output: str,
       plots.prediction_plot(
           result.time, result.has_face, result.outputs, result.columns,
           os.path.join(plot, f'{stem}.png') if folder else plot,
-          title=os.path.basename(path), is_image=result.is_image)
+          title=os.path.basename(path), is_image=result.is_image,
+          face=result.face)
   if failed:
     raise AffectJaxError(
         f'{len(failed)} of {len(files)} files failed (see above): '
@@ -490,7 +628,7 @@ def main(argv):
       sys.exit(2)
   try:
     predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.plot,
-            FLAGS.batch_size)
+            FLAGS.batch_size, all_faces=FLAGS.all_faces)
   except AffectJaxError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -509,6 +647,12 @@ def define_flags() -> None:
                       'folder --input, a folder of <file stem>.png.')
   flags.DEFINE_integer('batch_size', 2, 'Windows per network call (rounded up '
                        'to a multiple of the device count); raise it on a GPU.')
+  flags.DEFINE_bool('all_faces', False, 'One row per face found in each frame '
+                    '(a `face` column: ids tracked across frames, each face '
+                    'predicted on its own crops and windows) instead of the '
+                    "largest face's one row. A model trained on whole frames "
+                    '(no face detector in its dataset) sees one face: rows as '
+                    'without the flag, with face 0.')
 
 
 if __name__ == '__main__':

@@ -89,8 +89,8 @@ def synth_runner(synth_model):
   return predict.Runner(synth_model)
 
 
-def _face_frames(n, size=SIZE):
-  rng = np.random.default_rng(3)
+def _face_frames(n, size=SIZE, seed=3):
+  rng = np.random.default_rng(seed)
   subject, video = faces.make_subject(rng), faces.make_video(rng, n, 10.0)
   return [faces.render_frame(subject, video, i, size)[0] for i in range(n)]
 
@@ -224,15 +224,22 @@ def test_synthetic_model_whole_frame_classes_and_vfr(synth_runner,
     assert ((0 < p) & (p < 1)).all()
 
 
-def test_odd_resolution_mkv(synth_runner, tmp_path):
+def _write_lossless(path, images, fps):
+  """An FFV1 .mkv: decodes to exactly `images` (any size; unlike x264)."""
   import av  # pylint: disable=g-import-not-at-top
-  path = str(tmp_path / 'odd.mkv')
   with av.open(path, 'w') as c:
-    s = c.add_stream('ffv1', rate=10)
-    s.width, s.height, s.pix_fmt = 161, 97, 'yuv444p'
-    for image in _face_frames(5, (97, 161)):
+    s = c.add_stream('ffv1', rate=fps)
+    s.height, s.width = images[0].shape[:2]
+    s.pix_fmt = 'yuv444p'
+    for image in images:
       c.mux(s.encode(av.VideoFrame.from_ndarray(image, format='rgb24')))
     c.mux(s.encode())
+  return path
+
+
+def test_odd_resolution_mkv(synth_runner, tmp_path):
+  path = _write_lossless(str(tmp_path / 'odd.mkv'),
+                         _face_frames(5, (97, 161)), 10)
   out = str(tmp_path / 'odd.csv')
   synth_runner.predict_file(path, out, progress=False)
   rows = _read(out)
@@ -350,6 +357,172 @@ def test_output_is_atomic(synth_runner, tmp_path, monkeypatch):
   # The earlier file is untouched and no temporary file is left.
   assert out.read_text() == 'old\n'
   assert sorted(os.listdir(tmp_path)) == ['v.csv', 'v.mp4']
+
+
+# --all_faces: two people side by side (subjects dlib finds, 240 x 640).
+# Left (A, seed 3) stays; right (B, seed 6) moves right 6 px a frame and
+# leaves at frame 9; frames 5-6 show nobody. 12 frames at 25 fps.
+TWO_FACE_FRAMES, NOBODY, B_LEAVES, B_SPEED = 12, (5, 6), 9, 6
+
+
+@pytest.fixture(scope='module')
+def two_faces(tmp_path_factory):
+  """{'both', 'a', 'b'}: .mkv paths, the two faces and each face alone."""
+  n = TWO_FACE_FRAMES
+  a = _face_frames(n)
+  b = [np.roll(f, B_SPEED * i, axis=1)
+       for i, f in enumerate(_face_frames(n, seed=6))]
+  for i in range(n):
+    if i in NOBODY:
+      a[i] = _blank()
+    if i in NOBODY or i >= B_LEAVES:
+      b[i] = _blank()
+  folder = tmp_path_factory.mktemp('two_faces')
+  # Lossless, so each half decodes the same with or without the other face.
+  videos = {'both': [np.concatenate(p, 1) for p in zip(a, b)],
+            'a': [np.concatenate([f, _blank()], 1) for f in a],
+            'b': [np.concatenate([_blank(), f], 1) for f in b]}
+  return {k: _write_lossless(str(folder / f'{k}.mkv'), v, 25)
+          for k, v in videos.items()}
+
+
+def _centre_x(row):
+  return (float(row['x0']) + float(row['x1'])) / 2
+
+
+def test_all_faces_rows_ids_and_boxes(va_runner, two_faces, tmp_path):
+  out = str(tmp_path / 'all.csv')
+  result = va_runner.predict_file(two_faces['both'], out, progress=False,
+                                  all_faces=True)
+  rows = _read(out)
+  with open(out) as f:
+    assert f.readline().strip() == ('frame,time_s,face,has_face,x0,y0,x1,y1,'
+                                    'valence,arousal')
+  assert result.rows == len(rows)
+  frames = [int(r['frame']) for r in rows]
+  counts = [frames.count(i) for i in range(TWO_FACE_FRAMES)]
+  assert counts == [1 if i in NOBODY or i >= B_LEAVES else 2
+                    for i in range(TWO_FACE_FRAMES)]
+  for r in rows:
+    if int(r['frame']) in NOBODY:
+      assert r['has_face'] == '0' and r['face'] == ''
+      assert all(r[k] == '' for k in ('x0', 'y1', 'valence', 'arousal'))
+    else:
+      assert r['has_face'] == '1' and np.isfinite(float(r['valence']))
+  found = [r for r in rows if r['has_face'] == '1']
+  # Ordered by frame, then face; one id per person for the whole video.
+  keys = [(int(r['frame']), int(r['face'])) for r in found]
+  assert keys == sorted(keys)
+  ids = {side: {r['face'] for r in found if (_centre_x(r) > 320) == right}
+         for side, right in (('a', False), ('b', True))}
+  assert sorted(ids['a'] | ids['b']) == ['0', '1']
+  assert len(ids['a']) == len(ids['b']) == 1
+  # Each id's box follows its face: A stays, B moves at B_SPEED.
+  for side, speed in (('a', 0), ('b', B_SPEED)):
+    track = [r for r in found if r['face'] in ids[side]]
+    x = np.array([_centre_x(r) for r in track])
+    t = np.array([int(r['frame']) for r in track])
+    drift = x - x[0] - speed * (t - t[0])
+    assert np.abs(drift).max() < 12, (side, drift)  # dlib's box steps.
+  assert result.face.tolist() == [-1 if r['face'] == '' else int(r['face'])
+                                  for r in rows]
+
+
+def test_all_faces_predicts_each_face_as_if_alone(va_runner, two_faces,
+                                                   tmp_path):
+  """Each face's rows equal the default prediction of a video of it alone."""
+  both = str(tmp_path / 'both.csv')
+  va_runner.predict_file(two_faces['both'], both, progress=False,
+                         all_faces=True)
+  rows = [r for r in _read(both) if r['has_face'] == '1']
+  for side in ('a', 'b'):
+    alone = str(tmp_path / f'{side}.csv')
+    va_runner.predict_file(two_faces[side], alone, progress=False)
+    want = [r for r in _read(alone) if r['has_face'] == '1']
+    right = side == 'b'
+    got = [{k: v for k, v in r.items() if k != 'face'} for r in rows
+           if (_centre_x(r) > 320) == right]
+    assert len(want) > 5 and got == want
+
+
+def test_all_faces_image_whole_frame_model_and_plots(va_runner, synth_runner,
+                                                     two_faces, tmp_path):
+  from affect_jax import plots  # pylint: disable=g-import-not-at-top
+  photo, wall = str(tmp_path / 'two.png'), str(tmp_path / 'wall.png')
+  Image.fromarray(next(core.iter_frames(two_faces['both'])).image).save(photo)
+  Image.fromarray(_blank()).save(wall)
+  result = va_runner.predict_file(photo, str(tmp_path / 'two.csv'),
+                                  progress=False, all_faces=True)
+  rows = _read(tmp_path / 'two.csv')
+  assert [(r['frame'], r['face'], r['has_face']) for r in rows] == [
+      ('0', '0', '1'), ('0', '1', '1')]
+  assert plots.prediction_plot(
+      result.time, result.has_face, result.outputs, result.columns,
+      str(tmp_path / 'two_png.png'), is_image=True, face=result.face)
+  va_runner.predict_file(wall, str(tmp_path / 'wall.csv'), progress=False,
+                         all_faces=True)
+  assert [(r['face'], r['has_face'], r['valence'])
+          for r in _read(tmp_path / 'wall.csv')] == [('', '0', '')]
+  # A whole-frame model: one face, 0, and the default's numbers.
+  path = str(tmp_path / 'v.mp4')
+  core.write_video(path, _face_frames(5, (64, 64)), fps=25)
+  one, many = str(tmp_path / 'one.csv'), str(tmp_path / 'many.csv')
+  synth_runner.predict_file(path, one, progress=False)
+  classes = synth_runner.predict_file(path, many, progress=False,
+                                      all_faces=True)
+  assert [r.pop('face') for r in _read(many)] == ['0'] * 5
+  assert [{k: v for k, v in r.items() if k != 'face'}
+          for r in _read(many)] == _read(one)
+  # Plots: a line per face (VA), a panel per face (classes).
+  video = va_runner.predict_file(two_faces['both'], str(tmp_path / 'b.csv'),
+                                 progress=False, all_faces=True)
+  for name, r in (('va', video), ('classes', classes)):
+    png = plots.prediction_plot(r.time, r.has_face, r.outputs, r.columns,
+                                str(tmp_path / f'{name}.png'), face=r.face)
+    assert os.path.getsize(png) > 1000
+
+
+def test_tracks_each_go_through_their_own_windows():
+  """predict_tracks: each face's logits are its own stream's; ended tracks
+  are flushed before the video ends; rows come out in frame order."""
+  window, batch = 4, 2
+
+  def logits_fn(b):  # (face id, frame) of each frame, and face of the window.
+    x = b[F.FRAMES][:, :, 0, 0, :2].astype(np.float32)
+    return np.concatenate([x, np.broadcast_to(x[:, :1, :1], x[..., :1].shape)],
+                          -1)
+
+  def frame(k, i, found=True):
+    return predict.ModelFrame(i, i / 10, found, (0, 0, 1, 1) if found else
+                              None, np.full((2, 2, 3), [k, i, 0], np.uint8),
+                              np.zeros((68, 2), np.float32))
+
+  # Face 0: frames 0-29; face 1: 3-10 then gone; face 2: 15-29, missed at 20.
+  def faces(i):
+    out = [(0, frame(0, i))]
+    if 3 <= i <= 10:
+      out.append((1, frame(1, i)))
+    if i >= 15:
+      out.append((2, frame(2, i, found=i != 20)))
+    return out
+
+  read = []
+
+  def frames():
+    for i in range(30):
+      read.append(i)
+      yield i, i / 10, faces(i)
+
+  got = []
+  for index, _, found in predict.predict_tracks(logits_fn, frames(), window,
+                                                batch, 2):
+    got.append((index, [(k, tuple(l)) for k, _, l in found]))
+    if index == 10:
+      assert len(read) < 30  # Held only while a window needs the frame.
+  assert [i for i, _ in got] == list(range(30))
+  for i, found in got:
+    ids = [k for k, f in faces(i) if f.has_face]
+    assert found == [(k, (k, i, k)) for k in ids]  # No window mixes faces.
 
 
 def test_export_then_predict_gives_the_same_numbers(synth_model, tmp_path):
