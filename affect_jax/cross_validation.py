@@ -159,7 +159,7 @@ def _summary(per_fold: dict[str, dict[str, Any]], task, names,
   out.update({key: mean[key] for key in task.summary_keys if key in mean})
   writers.write_json(os.path.join(workdir, 'results.json'), out)
   if jax.process_index() == 0:
-    evaluate.write_text(os.path.join(workdir, 'results.md'),
+    writers.write_text(os.path.join(workdir, 'results.md'),
                         fold_table(out, task, names))
   print(fold_table(out, task, names), flush=True)
   return out

@@ -120,7 +120,7 @@ def write_results(workdir: str, per_split: dict[str, dict[str, Any]],
              outputs=list(names))
   writers.write_json(os.path.join(workdir, 'results.json'), out)
   if jax.process_index() == 0:
-    write_text(os.path.join(workdir, 'results.md'),
+    writers.write_text(os.path.join(workdir, 'results.md'),
                markdown_table(per_split, task, names, order=list(per_split)))
   print(format_table(per_split[last], task, names,
                      title=f'Test results on {per_split[last]["split"]} '
@@ -132,14 +132,9 @@ def write_results(workdir: str, per_split: dict[str, dict[str, Any]],
 def write_clips(path: str, clips, names: Sequence[str]) -> None:
   """One row per clip: clip id, predicted and true class."""
   ids, predicted, true = clips
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['video_id', 'predicted', 'true'])
-    for vid, p, t in zip(ids, predicted, true):
-      w.writerow([vid, names[p], names[t]])
-  os.replace(tmp, path)
+  writers.write_csv(path, ['video_id', 'predicted', 'true'],
+                    ([vid, names[p], names[t]]
+                     for vid, p, t in zip(ids, predicted, true)))
 
 
 def score_table(task: tasks_lib.Task, table: inference.FrameTable,
@@ -151,14 +146,6 @@ def score_table(task: tasks_lib.Task, table: inference.FrameTable,
     acc.update(table.outputs[rows][None], table.targets[rows][None],
                np.ones((1, rows.size)), [vid], table.frame[rows][None])
   return task.result(acc, names)
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes a text file atomically."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def _safe(name: str) -> str:
@@ -180,20 +167,11 @@ def write_predictions(folder: str, split: str, table: inference.FrameTable,
              [f'{x:.5f}' for x in table.outputs[i, idx]] +
              ['' if np.isnan(x) else f'{x:.5f}' for x in table.targets[i, idx]])
 
-  def write(path, select):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-      w = csv.writer(f)
-      w.writerow(header)
-      w.writerows(rows(select))
-    os.replace(tmp, path)
-
   for vid in table.videos():
-    write(os.path.join(folder, split, _safe(vid) + '.csv'),
-          table.rows_of(vid))
+    writers.write_csv(os.path.join(folder, split, _safe(vid) + '.csv'),
+                      header, rows(table.rows_of(vid)))
   path = os.path.join(folder, f'{split}.csv')
-  write(path, range(len(table.frame)))
+  writers.write_csv(path, header, rows(range(len(table.frame))))
   return path
 
 
@@ -326,7 +304,7 @@ def cross_test_stage(ctx) -> dict[str, Any]:
   writers.write_json(os.path.join(workdir, 'results.json'), out)
   text = cross_table(pairs, task)
   if jax.process_index() == 0:
-    write_text(os.path.join(workdir, 'results.md'), text)
+    writers.write_text(os.path.join(workdir, 'results.md'), text)
   print(text, flush=True)
   return out
 

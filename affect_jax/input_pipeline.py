@@ -35,6 +35,7 @@ from PIL import Image
 
 from affect_jax import features as F
 from affect_jax import samplers
+from affect_jax import writers
 from affect_jax.errors import AffectJaxError
 
 # Batch keys of per-frame float labels read straight from the records.
@@ -313,20 +314,16 @@ def _read_index(path: str, source, name: str) -> SplitData | None:
 
 def _write_index(path: str, data: SplitData) -> None:
   """Writes the index atomically; a read-only dataset folder is fine."""
-  tmp = f'{path}.{os.getpid()}.tmp'
   try:
-    with open(tmp, 'wb') as f:
+    with writers.atomic_open(path, 'wb') as f:
       np.savez(f, version=_INDEX_VERSION, num_records=len(data.source),
                video_ids=np.array(data.video_ids, dtype=str),
                subject_ids=np.array(data.subject_ids, dtype=str),
                starts=data.starts, lengths=data.lengths, valence=data.valence,
                arousal=data.arousal, emotions=data.emotions,
                emotion_names=np.array(data.emotion_names, dtype=str))
-    os.replace(tmp, path)
   except OSError as e:
     logging.info('Not caching the index of %s (%s): %s', data.name, path, e)
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _join(parts: list[SplitData], source, name: str) -> SplitData:

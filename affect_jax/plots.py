@@ -23,14 +23,16 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from affect_jax import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+from affect_jax import writers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=110, bbox_inches='tight')
-  plt.close(fig)
-  os.replace(tmp, path)
+  fmt = os.path.splitext(path)[1].lstrip('.') or 'png'
+  try:
+    with writers.atomic_open(path, 'wb') as f:
+      fig.savefig(f, format=fmt, dpi=110, bbox_inches='tight')
+  finally:
+    plt.close(fig)
   return path
 
 

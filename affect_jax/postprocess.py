@@ -280,7 +280,7 @@ def run(fit_csv: str, apply_csv: str, out_dir: str, cfg) -> dict[str, Any]:
     evaluate.write_predictions(os.path.join(out_dir, 'predictions'),
                                splits[key], table, columns)
   text = _markdown(out, names, chains)
-  evaluate.write_text(os.path.join(out_dir, 'results.md'), text)
+  writers.write_text(os.path.join(out_dir, 'results.md'), text)
   print(text, flush=True)
   return out
 

@@ -56,6 +56,7 @@ import numpy as np
 from affect_jax import checkpointing
 from affect_jax import features as F
 from affect_jax import input_pipeline
+from affect_jax import writers
 from affect_jax.errors import AffectJaxError
 
 FLAGS = flags.FLAGS
@@ -341,42 +342,17 @@ def predict_image(logits_fn, frame: ModelFrame, window: int,
                      image_size)[0][-1]
 
 
-class AtomicCSV:
-  """A CSV written to `<path>.tmp-<pid>` and renamed to `path` when closed.
-
-  Leaving the `with` block by an exception removes the temporary file, so a
-  crash or Ctrl-C never leaves a file that looks complete.
-  """
-
-  def __init__(self, path: str, header: Sequence[str]):
-    self.path = path
-    self.tmp = f'{path}.tmp-{os.getpid()}'
-    self.header = list(header)
-
-  def __enter__(self):
-    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-    self._f = open(self.tmp, 'w', newline='')
-    self._f.write(','.join(self.header) + '\n')
-    return self
-
-  def write(self, values: Sequence[Any]) -> None:
-    self._f.write(','.join(_fmt(v) for v in values) + '\n')
-
-  def __exit__(self, exc_type, exc, tb):
-    self._f.close()
-    if exc_type is None:
-      os.replace(self.tmp, self.path)
-    else:
-      os.remove(self.tmp)
-    return False
-
-
 def _fmt(v) -> str:
   if v is None:
     return ''
   if isinstance(v, (float, np.floating)):
     return f'{float(v):.6g}'
   return str(v)
+
+
+def _line(values: Sequence[Any]) -> str:
+  """One CSV line of plain values (no quoting needed: numbers and names)."""
+  return ','.join(_fmt(v) for v in values) + '\n'
 
 
 class Progress:
@@ -482,16 +458,17 @@ class Runner:
     times, found, face_ids, outs = [], [], [], []  # Per row, for the plot.
     frames, last = 0, (0, 0.0)
     empty = [None] * len(names)
-    with AtomicCSV(output, header) as csv:
+    with writers.atomic_open(output, newline='') as csv:
+      csv.write(_line(header))
       for index, time_s, faces in predicted:
         # A frame without a face is one row with empty predictions.
         for face_id, box, logits in faces or [(None, None, None)]:
           has_face = logits is not None
           values = (self._outputs(logits) if has_face else
                     np.full(len(names), np.nan))
-          csv.write([index, time_s, *([face_id] if all_faces else []),
-                     int(has_face), *(box or [None] * 4),
-                     *(values if has_face else empty)])
+          csv.write(_line([index, time_s, *([face_id] if all_faces else []),
+                           int(has_face), *(box or [None] * 4),
+                           *(values if has_face else empty)]))
           times.append(time_s)
           found.append(has_face)
           face_ids.append(-1 if face_id is None else face_id)

@@ -1,4 +1,5 @@
-"""Metric writers: TensorBoard event files (tensorboardX) plus a CSV.
+"""Metric writers (TensorBoard events via tensorboardX plus a CSV) and the
+atomic file writers every output goes through.
 
 clu's metric writers import TensorFlow, which this project must not need, so
 TensorBoard events are written with tensorboardX. Only process 0 writes.
@@ -6,6 +7,7 @@ TensorBoard events are written with tensorboardX. Only process 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -13,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, IO, Mapping, Sequence
 
 import jax
 
@@ -88,15 +90,52 @@ def versions() -> dict[str, str]:
   return out
 
 
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = 'w', newline: str | None = None
+                ) -> Iterator[IO]:
+  """Opens `path` for writing (`mode` 'w' or 'wb') through `<path>.tmp-<pid>`.
+
+  The temporary file is renamed onto `path` when the block ends and removed
+  when it raises (a crash, Ctrl-C, a decoding error), so no half-written
+  file is ever left under the real name. Every file the project writes for
+  a user (JSON, CSV, Markdown, plots, index caches) goes through here.
+  """
+  if mode not in ('w', 'wb'):
+    raise ValueError(f'atomic_open: mode {mode!r} is not \'w\' or \'wb\'.')
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  f = open(tmp, mode, newline=newline)
+  try:
+    yield f
+  except BaseException:
+    f.close()
+    os.remove(tmp)
+    raise
+  f.close()
+  os.replace(tmp, path)
+
+
+def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]
+              ) -> None:
+  """Writes a CSV (a header, then `rows`) atomically."""
+  with atomic_open(path, newline='') as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    w.writerows(rows)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes a text file atomically."""
+  with atomic_open(path) as f:
+    f.write(text)
+
+
 def write_json(path: str, obj: Any):
-  """Writes JSON atomically (a crash never leaves half a file)."""
+  """Writes JSON atomically (a crash never leaves half a file); process 0."""
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  with atomic_open(path) as f:
     json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
 
 
 def read_json(path: str) -> Any:
