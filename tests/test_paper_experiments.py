@@ -299,6 +299,31 @@ def _batch_and_stage(config, cfg, split):
   return batch, train.Stage(config, cfg, n_out)
 
 
+# Modifiers that name what the synthetic default already is.
+SYNTHETIC_DEFAULTS = {
+    'affwildnet': ('resnet50', 'hidden128', 'layers2', 'no_oversampling'),
+    'affect4k': ('resnet50_gru',),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SYNTHETIC_DEFAULTS))
+def test_every_synthetic_modifier_changes_the_experiment(name):
+  """A 'synthetic+m' variant differs from 'synthetic' (the synthetic size
+  must not undo a modifier), except where m is the synthetic default."""
+  module = importlib.import_module(f'configs.{name}')
+
+  def flat(variant):
+    c = module.get_config(variant).to_dict()
+    c.pop('name')
+    return json.dumps(c, sort_keys=True, default=str)
+
+  base = flat('synthetic')
+  same = [v for v in module.VARIANTS if v.startswith('synthetic+')
+          and flat(v) == base]
+  assert sorted(same) == sorted(
+      f'synthetic+{m}' for m in SYNTHETIC_DEFAULTS[name])
+
+
 @pytest.mark.parametrize('module,variant', all_variants())
 def test_every_variant_traces_one_train_step(module, variant, tiny_data_dir):
   """Each variant's network, task, loss, freezing, schedule, normalisation
