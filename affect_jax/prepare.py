@@ -16,6 +16,16 @@ and change the config's name to say so (`default-detector_haar-image_size_112`:
 use that as `--config.dataset.builder_config` when training), so records
 built with other options never mix. `--num_workers` and `--skip_broken` do
 not change the name.
+
+With the `beam` extra (`pip install -e '.[beam]'`), a video builder runs as
+an Apache Beam pipeline through TFDS (`DownloadConfig(beam_runner=...,
+beam_options=...)`), with the same records:
+
+  python -m affect_jax.prepare --dataset=recola --manual_dir=DIR \
+      --data_dir=DIR --beam_runner=DirectRunner \
+      --beam_options=direct_num_workers=2,direct_running_mode=multi_processing
+
+(docs/datasets.md: Dataflow, Spark and Flink runners.)
 """
 
 import dataclasses
@@ -51,6 +61,15 @@ flags.DEFINE_bool('skip_broken', None, 'Leave out videos that cannot be '
                   'decoded, end early or do not fit their labels, listing '
                   'them at the end and in the metadata, instead of '
                   'stopping.')
+flags.DEFINE_string('beam_runner', None,
+                    'Generate through Apache Beam with this runner '
+                    '(DirectRunner, DataflowRunner, FlinkRunner, SparkRunner; '
+                    'needs the beam extra). Video builders only.')
+flags.DEFINE_string('beam_options', None,
+                    'Beam pipeline options, comma-separated key=value (as '
+                    'tfds build --beam_pipeline_options), e.g. '
+                    '"runner=DataflowRunner,project=P,region=R,temp_location='
+                    'gs://B/tmp"; implies Beam.')
 flags.mark_flag_as_required('dataset')
 
 # Options that change the records, and so the config's name (the others
@@ -94,7 +113,32 @@ def _builder(dataset: str, data_dir: str, options: dict):
   return builder
 
 
+def beam_pipeline_options(options: str | None):
+  """Beam `PipelineOptions` of 'key=value,key=value' (or a bare 'flag').
+
+  Always explicit: Beam's default would parse this process's command line.
+  """
+  try:
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise AffectJaxError(
+        '--beam_runner/--beam_options need Apache Beam: pip install -e '
+        "'.[beam]' (see docs/datasets.md).") from e
+  flags_ = [f'--{o.strip()}' for o in (options or '').split(',') if o.strip()]
+  parsed = pipeline_options.PipelineOptions(flags=flags_)
+  # Beam only warns about an option it does not know (a typo would go
+  # unnoticed until the cluster run): refuse it here.
+  unknown = sorted(set(parsed.get_all_options(retain_unknown_options=True)) -
+                   set(parsed.get_all_options()))
+  if unknown:
+    raise AffectJaxError(f'--beam_options: Apache Beam has no option '
+                         f'{unknown}; check the spelling (Beam\'s pipeline '
+                         'options: apache_beam/options/pipeline_options.py).')
+  return parsed
+
+
 def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
+            beam_runner: str | None = None, beam_options: str | None = None,
             **options):
   """Builds `dataset` (name[/config]) into `data_dir`; returns the builder.
 
@@ -103,6 +147,8 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
     data_dir: where records go (default $TFDS_DATA_DIR or
       ~/tensorflow_datasets).
     manual_dir: the user's copy of the dataset.
+    beam_runner, beam_options: generate through Apache Beam (video builders
+      only): a runner name and/or 'key=value,...' pipeline options.
     **options: overrides of config fields (detector, image_size, ...; None
       values are ignored).
   """
@@ -115,15 +161,25 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
                                 or '~/tensorflow_datasets')
   builder = _builder(dataset, data_dir,
                      {k: v for k, v in options.items() if v is not None})
-  config = None
+  from tfds_builders import core  # pylint: disable=g-import-not-at-top
+  download = {}
   if manual_dir:
     if not os.path.isdir(manual_dir):
       raise AffectJaxError(
           f'--manual_dir={manual_dir!r} is not a folder; point it at your '
           f'copy of {name} in the layout of docs/data_formats.md.')
+    download['manual_dir'] = manual_dir
+  if beam_runner or beam_options:
+    if not isinstance(builder, core.VideoFrameBuilder):
+      raise AffectJaxError(
+          f'{name} has no Beam path (it is rendered in seconds on one '
+          'machine): drop --beam_runner/--beam_options.')
+    download.update(beam_runner=beam_runner or None,
+                    beam_options=beam_pipeline_options(beam_options))
+  config = None
+  if download:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  from tfds_builders import core  # pylint: disable=g-import-not-at-top
+    config = tfds.download.DownloadConfig(**download)
   for leftover in core.leftover_builds(builder):
     print(f'Ignoring {leftover}: left by an interrupted build, never read '
           '(delete it to free the space).')
@@ -155,7 +211,8 @@ def main(argv):
             detector=FLAGS.face_detector, landmarks=FLAGS.landmarks,
             image_size=FLAGS.image_size, margin=FLAGS.margin,
             detect_every=FLAGS.detect_every, num_workers=FLAGS.num_workers,
-            skip_broken=FLAGS.skip_broken)
+            skip_broken=FLAGS.skip_broken, beam_runner=FLAGS.beam_runner,
+            beam_options=FLAGS.beam_options)
   except AffectJaxError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

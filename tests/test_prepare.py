@@ -62,3 +62,15 @@ def test_cli_reports_one_line_error(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith('error: ')
   assert 'missing' in result.stderr
+
+
+def test_beam_options_need_a_video_builder_and_apache_beam(copy_dir, tmp_path,
+                                                           monkeypatch):
+  with pytest.raises(AffectJaxError, match='synthetic_faces has no Beam path'):
+    prepare.prepare('synthetic_faces/tiny', str(tmp_path), None,
+                    beam_runner='DirectRunner')
+  monkeypatch.setitem(sys.modules, 'apache_beam', None)  # Not installed.
+  with pytest.raises(AffectJaxError, match=r"pip install -e '\.\[beam\]'"):
+    prepare.prepare('realeyes', str(tmp_path), copy_dir, detector='none',
+                    beam_runner='DirectRunner')
+  assert not os.path.exists(tmp_path / 'realeyes')

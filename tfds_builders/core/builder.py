@@ -12,19 +12,29 @@ image. The base class decodes each video (PyAV), finds and crops the face, encod
 the crop as JPEG and yields one record per frame keyed by
 `record_key(video_ordinal, frame_index)`, with shuffling disabled so that
 records are stored sorted by (video, frame) as the input pipeline expects.
+
+With a Beam runner in TFDS's `DownloadConfig` (`beam_runner` or
+`beam_options`; `affect_jax.prepare --beam_runner=...`), the same per-video
+code runs as an Apache Beam pipeline instead: one element per video (or per
+group of short image sequences), spread over the runner's workers, the
+records written by TFDS's Beam writer in the same key order.
 """
 
 import abc
 import dataclasses
+import functools
 import io
+import json
 import math
 import multiprocessing
 import os
 import pickle
+import re
 import tempfile
 from typing import Callable, Iterator, Sequence
 
 from absl import logging
+from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
@@ -183,7 +193,8 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
       frame. N > 1 decodes N videos at a time in worker processes, which
       spool their records to temporary files in chunks (memory stays a
       chunk per worker whatever the video's length); the records are the
-      same and written in the same order as with 0.
+      same and written in the same order as with 0. Not used with a Beam
+      runner (the runner's workers decode the videos).
   """
   detector: str = 'dlib'
   landmarks: str = 'dlib'
@@ -231,6 +242,9 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     # With skip_broken: one entry per video left out or cut short
     # (`broken_entry`), stored in the metadata at the end of the build.
     self.broken_videos: list[dict[str, str]] = []
+    # Set per build from the DownloadConfig: generate through Apache Beam.
+    self._beam = False
+    self._beam_splits: list[str] = []
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
@@ -255,7 +269,26 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     self.broken_videos = []
-    super()._download_and_prepare(dl_manager, download_config)
+    # TFDS runs a split through Beam when its generator is a PTransform;
+    # the runner in the DownloadConfig says that the user wants one.
+    self._beam = uses_beam(download_config)
+    self._beam_splits = []
+    try:
+      super()._download_and_prepare(dl_manager, download_config)
+    except Exception as e:  # pylint: disable=broad-except
+      # TFDS's Beam writer refuses an empty split (the runner may wrap the
+      # error): say why, as `_read_spools` does without Beam.
+      empty = re.search(r'generated examples is 0 for split (\S+?)\.', str(e))
+      if not (self._beam and empty):
+        raise
+      raise self._empty_split_error(empty.group(1), _read_beam_broken(
+          self._beam_path('broken', empty.group(1)), empty.group(1))) from e
+    # The pipeline has run: what its workers left out, split by split (the
+    # probes' entries came first, as without Beam).
+    for split in self._beam_splits:
+      self._beam_path('tasks', split).unlink()
+      self.broken_videos.extend(_read_beam_broken(
+          self._beam_path('broken', split), split))
     # TFDS writes the metadata after this returns.
     self.info.metadata['broken_videos'] = list(self.broken_videos)
 
@@ -306,16 +339,28 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
       return False
     return True
 
-  def _generate_examples(
-      self, videos: list[VideoSpec], split: str = ''
-  ) -> Iterator[tuple[int, dict]]:
-    """Yields (record_key, record) for each kept frame of each video."""
+  def _generate_examples(self, videos: list[VideoSpec], split: str = ''):
+    """(record_key, record) for each kept frame of each video.
+
+    Returns:
+      An iterator of them; with a Beam runner in the DownloadConfig, the
+      `beam.PTransform` that makes them on the runner's workers (the same
+      `video_records` per video, see `_beam_task_records`).
+    """
     c = self.builder_config
     jobs = [(spec, ordinal,
              dataclasses.replace(c, detector=spec.detector) if spec.detector
              else c, len(self.EMOTION_NAMES))
             for ordinal, spec in enumerate(sorted(videos,
                                                   key=lambda v: v.video_id))]
+    if self._beam:
+      return self._beam_examples(jobs, split)
+    return self._local_examples(jobs, split)
+
+  def _local_examples(self, jobs: list, split: str
+                      ) -> Iterator[tuple[int, dict]]:
+    """The records of `jobs`, made here (and in worker processes)."""
+    c = self.builder_config
     parallel = c.num_workers > 1 and len(jobs) > 1
     if not (parallel or c.skip_broken):
       # Streamed: an error stops the build, nothing needs taking back.
@@ -334,6 +379,51 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
       else:
         yield from self._read_spools(map(_spool_video_records, tasks), split)
 
+  def _beam_path(self, what: str, split: str) -> epath.Path:
+    # In the build's folder (TFDS's incomplete.* one, on the storage that
+    # the workers write the shards to); removed when the pipeline is done.
+    suffix = 'pkl' if what == 'tasks' else 'json'
+    return self.data_path / f'{_BEAM_PREFIX}{what}-{split}.{suffix}'
+
+  def _beam_examples(self, jobs: list, split: str):
+    """`beam.PTransform` of the records of `jobs` (see `_beam_task_records`).
+
+    One element per worker task of `_batches` (a video, or a group of short
+    image sequences). The tasks (video specs with their labels, ~60 bytes a
+    frame) are pickled to one file per split that each worker reads once,
+    rather than put in the pipeline itself, which runners limit in size
+    (Dataflow: 20 MB a job request). The `broken_entry`s of the videos
+    skip_broken leaves out are gathered into one file per split, read back
+    after the run.
+    """
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+    if self.builder_config.num_workers > 1:
+      logging.info('%s: num_workers=%d is not used with Beam (the runner\'s '
+                   'workers decode the videos).', self.name,
+                   self.builder_config.num_workers)
+    tasks = list(_batches(jobs))
+    tasks_path = self._beam_path('tasks', split)
+    # Plain pickle, as for the worker processes of num_workers.
+    tasks_path.write_bytes(pickle.dumps(tasks,
+                                        protocol=pickle.HIGHEST_PROTOCOL))
+    self._beam_splits.append(split)
+    tasks_file = os.fspath(tasks_path)
+    broken_file = os.fspath(self._beam_path('broken', split))
+
+    @beam.ptransform_fn
+    def examples(pipeline):
+      out = (pipeline
+             | 'Tasks' >> beam.Create(range(len(tasks)))
+             | 'Records' >> beam.FlatMap(
+                 _beam_task_records, tasks_file).with_outputs(
+                     _BEAM_BROKEN_TAG, main='records'))
+      _ = (out[_BEAM_BROKEN_TAG]
+           | 'GatherBroken' >> beam.combiners.ToList()
+           | 'WriteBroken' >> beam.Map(_write_beam_broken, broken_file))
+      return out.records
+
+    return examples()  # pylint: disable=no-value-for-parameter
+
   def _read_spools(self, results, split: str) -> Iterator[tuple[int, dict]]:
     written = 0
     for path, broken in results:
@@ -342,12 +432,16 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
         written += 1
         yield record
     if not written:  # TFDS cannot write an empty split: say why instead.
-      left = [format_broken(b) for b in self.broken_videos
-              if b['split'] == split]
-      raise AffectJaxError(
-          f'{self.name}: skip_broken left out every video of split '
-          f'{split!r}, so it would be empty: ' + '; '.join(left) +
-          '. Fix or re-download these videos.')
+      raise self._empty_split_error(split, self.broken_videos)
+
+  def _empty_split_error(self, split: str,
+                         broken: list[dict[str, str]]) -> AffectJaxError:
+    left = [format_broken(b) for b in broken if b['split'] == split]
+    return AffectJaxError(
+        f'{self.name}: skip_broken left out every video of split {split!r}, '
+        'so it would be empty: ' + ('; '.join(left) or 'see the warnings '
+                                    "in the runner's worker logs") +
+        '. Fix or re-download these videos.')
 
 
 def broken_entry(spec: VideoSpec, status: str, reason: str) -> dict[str, str]:
@@ -380,6 +474,63 @@ def skipped_videos(builder: tfds.core.DatasetBuilder) -> list[dict[str, str]]:
   broken (and for datasets built before this list existed).
   """
   return list((builder.info.metadata or {}).get('broken_videos') or [])
+
+
+def uses_beam(download_config) -> bool:
+  """Whether a TFDS `DownloadConfig` asks for an Apache Beam runner."""
+  return download_config is not None and (
+      download_config.beam_runner is not None or
+      download_config.beam_options is not None)
+
+
+# Beam mode: the side output of `_beam_task_records` with the videos left
+# out, and the prefix of the per-split files in the build's folder.
+_BEAM_BROKEN_TAG = 'broken'
+_BEAM_PREFIX = 'beam_'
+
+
+@functools.lru_cache(maxsize=4)
+def _beam_tasks(path: str) -> list:
+  """A split's pickled `_batches` tasks, read once per worker process."""
+  return pickle.loads(epath.Path(path).read_bytes())
+
+
+def _beam_task_records(index: int, tasks_file: str):
+  """Task `index` of a split (a `_batches` task) -> its records (FlatMap).
+
+  The per-video code of the plain build: streamed, or under skip_broken
+  spooled to the worker's local disk and taken back for a video that fails,
+  exactly as the worker processes of `num_workers` do. Entries of videos
+  left out or cut short go to the `_BEAM_BROKEN_TAG` output as
+  (first video ordinal, [broken_entry, ...]).
+  """
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  task = _beam_tasks(tasks_file)[index]
+  if not task[0][2].skip_broken:
+    for job in task:
+      yield from video_records(*job)
+    return
+  with tempfile.TemporaryDirectory(prefix='affect_jax_beam_') as spool:
+    path, broken = _spool_video_records((task, spool))
+    if broken:
+      yield beam.pvalue.TaggedOutput(_BEAM_BROKEN_TAG, (task[0][1], broken))
+    yield from _read_spool(path)
+
+
+def _write_beam_broken(gathered: list, path: str) -> None:
+  """Writes a split's broken entries, in video order, to `path` (JSON)."""
+  entries = [e for _, batch in sorted(gathered, key=lambda g: g[0])
+             for e in batch]
+  epath.Path(path).write_text(json.dumps(entries))
+
+
+def _read_beam_broken(path: epath.Path, split: str) -> list[dict[str, str]]:
+  """The entries `_write_beam_broken` wrote (with their split); removes it."""
+  if not path.exists():
+    return []
+  entries = json.loads(path.read_text())
+  path.unlink()
+  return [dict(e, split=split) for e in entries]
 
 
 # TFDS builds into `<parent>/incomplete.<random>_<version>/` and renames it
