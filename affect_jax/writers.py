@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import jax
 
+from affect_jax import distributed
+
 
 class MetricWriter:
   """Writes scalars to `<logdir>/events.*` and `<logdir>/metrics.csv`.
@@ -89,14 +91,18 @@ def versions() -> dict[str, str]:
 
 
 def write_json(path: str, obj: Any):
-  """Writes JSON atomically (a crash never leaves half a file)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
+  """Writes JSON atomically (a crash never leaves half a file).
+
+  Process 0 writes; every process calls it and returns once the file is
+  there, so that any process may read it next (a stage's DONE.json).
+  """
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+  distributed.barrier(f'write_json {os.path.basename(path)}')
 
 
 def read_json(path: str) -> Any:
