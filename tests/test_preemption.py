@@ -10,6 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from affect_jax import checkpointing
 from affect_jax import experiment
 from affect_jax import train
 from affect_jax.errors import Interrupted
@@ -25,20 +26,38 @@ from tests.conftest import tiny_config
 
 
 def get_config():
-  c = tiny_config({data_dir!r}, stages='finetune')
+  c = tiny_config({data_dir!r}, stages={stages!r})
+  c.batch_size = {batch_size}
   c.finetune.init_from = ''
   c.finetune.num_train_steps = {steps}
-  c.finetune.eval_every_steps = {steps}
-  c.finetune.checkpoint_every_steps = {steps}
+  c.finetune.eval_every_steps = {eval_every}
+  c.finetune.checkpoint_every_steps = {checkpoint_every}
   return c
 '''
 
 
+def write_config(path, data_dir, steps, eval_every=None, checkpoint_every=None,
+                 stages='finetune', batch_size=2):
+  """A config file of the tiny fine-tuning stage (evaluated and saved
+  every `steps` unless told), for `python -m affect_jax.main`."""
+  path.write_text(_CONFIG.format(
+      repo=REPO, data_dir=data_dir, steps=steps, stages=stages,
+      batch_size=batch_size, eval_every=eval_every or steps,
+      checkpoint_every=checkpoint_every or steps))
+  return path
+
+
 def _final_params(stage_dir):
-  mgr = ocp.CheckpointManager(os.path.join(stage_dir, 'checkpoints', 'latest'))
+  """(step, params) of a stage's latest checkpoint, whatever devices and
+  processes wrote it."""
+  mgr = ocp.CheckpointManager(
+      os.path.join(stage_dir, 'checkpoints', 'latest'),
+      item_handlers={'state': ocp.StandardCheckpointHandler()})
   step = mgr.latest_step()
+  targets = checkpointing.replicated_targets(
+      mgr.item_metadata(step)['state'])
   state = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore())).state
+      state=ocp.args.StandardRestore(targets))).state
   mgr.close()
   return step, jax.device_get(state['params'])
 
@@ -65,9 +84,7 @@ def _signal_after_step(proc, signum, step):
 @pytest.mark.slow
 def test_sigterm_saves_exits_143_and_resumes_to_the_same_params(
     tiny_data_dir, tmp_path):
-  config_file = tmp_path / 'tiny.py'
-  config_file.write_text(_CONFIG.format(repo=REPO, data_dir=tiny_data_dir,
-                                        steps=STEPS))
+  config_file = write_config(tmp_path / 'tiny.py', tiny_data_dir, STEPS)
   workdir = tmp_path / 'stopped'
   proc = _start(config_file, workdir)
   out, err = _signal_after_step(proc, signal.SIGTERM, 2)
