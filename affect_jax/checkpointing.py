@@ -50,6 +50,10 @@ class StageCheckpoints:
 
   def save_best(self, step: int, variables: dict[str, Any],
                 meta: dict[str, Any]):
+    if step in self.best.all_steps():
+      # A run killed between this step's best and latest saves resumes
+      # from an earlier `latest` and replays the step: the same state.
+      self.best.delete(step)
     self.best.save(step, args=ocp.args.Composite(
         variables=ocp.args.StandardSave(variables),
         meta=ocp.args.JsonSave(meta)), force=True)
