@@ -14,6 +14,8 @@ import os
 from typing import Any
 
 import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
 import orbax.checkpoint as ocp
 
 from affect_jax.errors import AffectJaxError
@@ -48,6 +50,10 @@ class StageCheckpoints:
 
   def save_best(self, step: int, variables: dict[str, Any],
                 meta: dict[str, Any]):
+    if step in self.best.all_steps():
+      # A run killed between this step's best and latest saves resumes
+      # from an earlier `latest` and replays the step: the same state.
+      self.best.delete(step)
     self.best.save(step, args=ocp.args.Composite(
         variables=ocp.args.StandardSave(variables),
         meta=ocp.args.JsonSave(meta)), force=True)
@@ -76,11 +82,14 @@ def restore_best_variables(directory: str) -> tuple[dict[str, Any],
     if os.path.isdir(candidate):
       mgr = ocp.CheckpointManager(
           os.path.abspath(candidate),
-          options=ocp.CheckpointManagerOptions(create=False))
+          options=ocp.CheckpointManagerOptions(create=False),
+          item_handlers={'variables': ocp.StandardCheckpointHandler(),
+                         'meta': ocp.JsonCheckpointHandler()})
       step = mgr.latest_step()
       if step is not None:
         restored = mgr.restore(step, args=ocp.args.Composite(
-            variables=ocp.args.StandardRestore(),
+            variables=ocp.args.StandardRestore(replicated_targets(
+                mgr.item_metadata(step)['variables'])),
             meta=ocp.args.JsonRestore()))
         mgr.close()
         return jax.device_get(restored.variables), dict(restored.meta or {})
@@ -90,6 +99,17 @@ def restore_best_variables(directory: str) -> tuple[dict[str, Any],
       'a stage checkpoint folder (<workdir>/<stage>/checkpoints) or an '
       'imported-weights folder. Check config init_from, or run the stage '
       'that produces it first.')
+
+
+def replicated_targets(metadata):
+  """Restore targets for an item's `item_metadata`: the saved shapes and
+  dtypes, replicated on this run's devices, whatever devices and processes
+  wrote the checkpoint (a model trained on many hosts loads on a laptop)."""
+  devices = np.asarray(jax.devices())
+  replicated = NamedSharding(Mesh(devices, ('devices',)), P())
+  return jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
+      metadata)
 
 
 # Version of the self-contained model record saved with `best` checkpoints.

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
@@ -69,11 +70,18 @@ def build_model(model_cfg, num_outputs: int):
 
 
 def make_mesh() -> jax.sharding.Mesh:
+  """A 1-D `data` mesh over every device of every process, process-major.
+
+  Process p's devices hold rows [p * B / P, (p + 1) * B / P) of a global
+  batch, the block `input_pipeline.process_batches` gives it, so a run on
+  P processes sees the one-process batch row for row.
+  """
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   # Auto axes: jit's in/out shardings place the arrays and XLA propagates
   # them (Explicit axes would make ops such as dropout's select demand
   # matching shardings of their operands).
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.sharding.Mesh(np.asarray(devices), ('data',),
+                           axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def to_device(batch, sharding: NamedSharding, keys: Sequence[str]):
@@ -134,16 +142,27 @@ def predict_split(logits_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
   ds = input_pipeline.eval_dataset(split, input_cfg, batch_size,
                                    num_emotions=num_classes)
   for batch in input_pipeline.iterate(ds, input_cfg):
-    logits = np.asarray(logits_fn(batch))
+    rows = {'logits': np.asarray(logits_fn(batch)),
+            'targets': np.asarray(task.targets(batch), np.float32),
+            **{k: batch[k] for k in _REPORTED_KEYS}}
+    # Several processes: each loaded and ran its rows of the global batch;
+    # all of them get the whole batch (in batch order), so every process
+    # computes the same metrics over the whole split.
+    rows = multihost_utils.process_allgather(rows, tiled=True)
     yield WindowPredictions(
-        video_ids=[split.video_ids[int(i)] for i in batch[F.VIDEO_INDEX]],
-        frame_index=batch[input_pipeline.FRAME_INDEX],
-        time=batch[F.TIME],
-        has_face=batch[F.HAS_FACE] > 0,
+        video_ids=[split.video_ids[int(i)] for i in rows[F.VIDEO_INDEX]],
+        frame_index=rows[input_pipeline.FRAME_INDEX],
+        time=rows[F.TIME],
+        has_face=rows[F.HAS_FACE] > 0,
         # Real frames; a still's repeats (frame index -1) are not reported.
-        mask=(batch[F.MASK] > 0) & (batch[input_pipeline.FRAME_INDEX] >= 0),
-        outputs=task.activation(logits),
-        targets=np.asarray(task.targets(batch), np.float64))
+        mask=(rows[F.MASK] > 0) & (rows[input_pipeline.FRAME_INDEX] >= 0),
+        outputs=task.activation(rows['logits']),
+        targets=np.asarray(rows['targets'], np.float64))
+
+
+# Host batch keys that predictions report, besides the outputs and targets.
+_REPORTED_KEYS = (F.VIDEO_INDEX, input_pipeline.FRAME_INDEX, F.TIME,
+                  F.HAS_FACE, F.MASK)
 
 
 @dataclasses.dataclass

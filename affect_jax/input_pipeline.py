@@ -586,17 +586,46 @@ def _loader(split: SplitData, input_cfg, augment: bool,
       num_emotions=num_emotions, repeat_stills=repeat_stills)
 
 
-def _check_batch(batch_size: int) -> int:
-  if batch_size % jax.process_count():
+def local_batch_size(batch_size: int, process_count: int | None = None,
+                     device_count: int | None = None) -> int:
+  """Windows each process loads of a global batch: batch_size / processes.
+
+  Raises:
+    AffectJaxError: `batch_size` does not divide by the process count or
+      by the device count (data parallelism gives every device the same
+      number of windows).
+  """
+  processes = jax.process_count() if process_count is None else process_count
+  devices = jax.device_count() if device_count is None else device_count
+  if batch_size % processes:
     raise AffectJaxError(
         f'batch_size={batch_size} must be divisible by the number of '
-        f'processes ({jax.process_count()}); fix --config.batch_size.')
-  if batch_size % jax.device_count():
+        f'processes ({processes}): each process loads batch_size / '
+        f'{processes} windows of every batch; fix --config.batch_size.')
+  if batch_size % devices:
     raise AffectJaxError(
         f'batch_size={batch_size} must be divisible by the number of devices '
-        f'({jax.device_count()}) for data parallelism; fix '
-        '--config.batch_size.')
-  return batch_size // jax.process_count()
+        f'({devices}) for data parallelism; fix --config.batch_size.')
+  return batch_size // processes
+
+
+def process_batches(ds: grain.MapDataset, batch_size: int,
+                    process_index: int | None = None,
+                    process_count: int | None = None) -> grain.MapDataset:
+  """This process's rows of every global batch of `ds`'s elements.
+
+  Global batch s is elements [s * B, (s + 1) * B) of `ds`; process p of P
+  gets its contiguous block [s * B + p * B / P, s * B + (p + 1) * B / P),
+  which is where `jax.make_array_from_process_local_data` puts p's rows on
+  the process-major `data` mesh (`inference.make_mesh`). So the global
+  batch is the one-process batch row for row, and each process loads
+  (decodes, augments) only its own windows. Elements are indexed in `ds`
+  before the split, so random maps draw the same per window whatever P.
+  """
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  local = local_batch_size(batch_size, count)
+  return ds.batch(local, drop_remainder=True)[index::count]
 
 
 def train_windows(split: SplitData, input_cfg, rare_repeats: int = 1,
@@ -628,8 +657,9 @@ def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
   """An infinite, deterministic `MapDataset` of this process's train batches.
 
   Element s is the batch of step s, so `ds[start:]` resumes exactly.
+  Under several processes each loads only its rows of every global batch
+  (`process_batches`).
   """
-  local_batch = _check_batch(batch_size)
   windows = train_windows(split, input_cfg, rare_repeats, sampler,
                           sampler_targets, seed)
   if sampler == 'distinct_videos':
@@ -652,37 +682,32 @@ def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
     ds = grain.MapDataset.range(per_epoch).repeat().map_with_index(pick)
   else:
     ds = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
-  # Each process takes its share of every global batch.
-  ds = ds[jax.process_index()::jax.process_count()]
   loader = _loader(split, input_cfg, augment, num_emotions)
   if augment:
     ds = ds.random_map(loader, seed=seed + 1)
   else:
     ds = ds.map(loader)
-  return ds.batch(local_batch, drop_remainder=True)
+  return process_batches(ds, batch_size)
 
 
 def eval_dataset(split: SplitData, input_cfg, batch_size: int,
                  num_emotions: int | None = None) -> grain.MapDataset:
   """Non-overlapping windows covering every frame once, padded last batch.
 
-  Every process gets the same number of batches (short ones are padded with
-  fully masked windows), as the sharded eval step needs.
+  Every process gets the same number of batches (the last global batch is
+  padded with fully masked windows), as the sharded eval step needs; each
+  loads its rows of every global batch (`process_batches`).
   """
-  local_batch = _check_batch(batch_size)
   windows = make_windows(split.lengths, input_cfg.window)
-  n_proc = jax.process_count()
-  per_step = local_batch * n_proc
-  num_steps = -(-len(windows) // per_step)
+  num_steps = -(-len(windows) // batch_size)
   # Pad with "empty" windows (valid length 0) to fill the last global batch.
-  pad = num_steps * per_step - len(windows)
+  pad = num_steps * batch_size - len(windows)
   windows = np.concatenate([windows, np.zeros((pad, 3), np.int64)])
   windows[len(windows) - pad:, 2] = 0
-  ds = grain.MapDataset.source(windows)
-  ds = ds[jax.process_index()::n_proc]
-  ds = ds.map(_loader(split, input_cfg, False, num_emotions,
-                      repeat_stills=input_cfg.get('repeat_stills', True)))
-  return ds.batch(local_batch, drop_remainder=True)
+  ds = grain.MapDataset.source(windows).map(
+      _loader(split, input_cfg, False, num_emotions,
+              repeat_stills=input_cfg.get('repeat_stills', True)))
+  return process_batches(ds, batch_size)
 
 
 def iterate(ds: grain.MapDataset, input_cfg, start: int = 0

@@ -7,7 +7,12 @@ stages (pretrain -> fine-tune -> test -> post-process).
 
 Data parallel: one jitted step over a `Mesh` with a single `data` axis; the
 batch is sharded over it, parameters and optimizer state are replicated. The
-same code runs on 1 CPU, 8 simulated CPU devices, a GPU, or many hosts.
+same code runs on 1 CPU, 8 simulated CPU devices, a GPU, or many processes
+(`affect_jax.distributed`): each process loads only its rows of every
+global batch (`input_pipeline.process_batches`), all of them take part in
+the Orbax checkpoints, evaluation gathers every process's predictions (the
+same metrics on each), only process 0 writes logs, metrics and plots, and a
+SIGTERM on any process stops all of them at the same step.
 Training metrics are clu `Average`s merged on the device and fetched only
 when logged, so the loop does not wait for every step.
 """
@@ -28,13 +33,13 @@ import flax
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import ml_collections
 import optax
 
 from affect_jax import checkpointing
+from affect_jax import distributed
 from affect_jax import features as F
 from affect_jax import inference
 from affect_jax import input_pipeline
@@ -244,6 +249,9 @@ class Stage:
     self.replicated = NamedSharding(self.mesh, P())
     self.data_sharding = NamedSharding(self.mesh, P('data'))
     self.model = build_model(config.model, n_out)
+    # Before any compilation: the global batch splits over processes and
+    # devices.
+    input_pipeline.local_batch_size(config.batch_size)
     inp = config.input
     self.input_shape = (config.batch_size, inp.window, inp.image_size,
                         inp.image_size, 3)
@@ -504,9 +512,7 @@ def _stop_requested(stop: dict[str, int], step: int, every: int) -> bool:
     return 'signum' in stop
   if step % every:
     return False
-  flags = multihost_utils.process_allgather(
-      np.int32(stop.get('signum', 0)))
-  signum = int(np.max(flags))
+  signum = distributed.max_over_processes(stop.get('signum', 0))
   if signum:
     stop.setdefault('signum', signum)
   return bool(signum)
@@ -592,8 +598,10 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
     acc = m if acc is None else acc.merge(m)
     step += 1
     log = step % config.log_every_steps == 0 or step == cfg.num_train_steps
+    # The same answer on every process (it decides collective saves).
+    stopping = _stop_requested(stop, step, config.log_every_steps)
     if cfg.get('on_nonfinite', 'stop') == 'stop' and (
-        log or step % cfg.eval_every_steps == 0 or 'signum' in stop or
+        log or step % cfg.eval_every_steps == 0 or stopping or
         step % cfg.checkpoint_every_steps == 0):
       # Before the state is logged, evaluated or saved: every step since
       # the last check, one fetch of two scalars.
@@ -662,7 +670,7 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
       t_last += time.time() - t_eval
     elif step % cfg.checkpoint_every_steps == 0:
       ckpts.save_latest(step, state, loop)
-    if _stop_requested(stop, step, config.log_every_steps):
+    if stopping:
       _save_and_stop(ckpts, writer, step, state, loop, stop['signum'], name)
 
   if ckpts.latest.latest_step() != step:

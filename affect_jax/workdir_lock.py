@@ -24,6 +24,7 @@ import socket
 import time
 from typing import Any, Iterator
 
+from affect_jax import distributed
 from affect_jax.errors import AffectJaxError
 
 LOCK_NAME = 'RUNNING.lock'
@@ -138,12 +139,23 @@ def release(path: str) -> None:
 @contextlib.contextmanager
 def held(workdir: str, take: bool = True) -> Iterator[None]:
   """The lock for the body's duration (`take=False`: no lock, e.g. on
-  processes other than 0)."""
-  if not take:
-    yield
-    return
-  path = acquire(workdir)
+  processes other than 0).
+
+  A collective in a multi-process run: if process 0 is refused the lock,
+  every process stops (the others with an error pointing at process 0's).
+  """
+  path, refused = None, None
+  if take:
+    try:
+      path = acquire(workdir)
+    except AffectJaxError as e:
+      refused = e
+  if distributed.max_over_processes(refused is not None):
+    raise refused or AffectJaxError(
+        f'Process 0 could not take the lock of workdir {workdir} (its error '
+        'says why); stopped.')
   try:
     yield
   finally:
-    release(path)
+    if path is not None:
+      release(path)

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Iterator, IO, Mapping, Sequence
 
 import jax
 
+from affect_jax import distributed
+
 
 class MetricWriter:
   """Writes scalars to `<logdir>/events.*` and `<logdir>/metrics.csv`.
@@ -131,11 +133,15 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj: Any):
-  """Writes JSON atomically (a crash never leaves half a file); process 0."""
-  if jax.process_index() != 0:
-    return
-  with atomic_open(path) as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  """Writes JSON atomically (a crash never leaves half a file).
+
+  Process 0 writes; every process calls it and returns once the file is
+  there, so that any process may read it next (a stage's DONE.json).
+  """
+  if jax.process_index() == 0:
+    with atomic_open(path) as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  distributed.barrier(f'write_json {os.path.basename(path)}')
 
 
 def read_json(path: str) -> Any:
