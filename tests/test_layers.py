@@ -76,7 +76,9 @@ def test_conv1x1_values_and_grads_match_nn_conv(strides):
 
   (got, (gv, gx)), (want, (wv, wx)) = (loss(conv)(variables, x),
                                        loss(ref)(variables, x))
-  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # The loss sums N*H*W*6 products of order 1 (|terms| ~ 300): float32
+  # rounding of such a sum, in an order that depends on the thread split.
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(gx, wx, rtol=1e-5, atol=1e-6)
   # A sum over N*H*W products, in a different order: float32 rounding.
   np.testing.assert_allclose(gv['params']['kernel'], wv['params']['kernel'],
