@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import threading
 import time
@@ -84,7 +85,8 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
     {name: {'first_s': the first call (compilation or warm-up included),
     'times_s': the `rounds` timed calls, 'median_s', 'peak_rss_mb': the
     largest resident memory seen during its timed calls above the memory
-    before them}}.
+    before them, 'minor_faults' and 'system_s': the median page faults and
+    kernel CPU seconds of the process per timed call}}.
   """
   rss = RssPeak()
   out = {name: {'times_s': [], 'peak_rss_mb': 0.0} for name in steps}
@@ -98,9 +100,15 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
     for _ in range(rounds):
       for name, step in steps.items():
         start = rss.reset()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         step()
         out[name]['times_s'].append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        out[name].setdefault('minor_faults', []).append(
+            after.ru_minflt - usage.ru_minflt)
+        out[name].setdefault('system_s', []).append(
+            after.ru_stime - usage.ru_stime)
         peak = rss.peak_above(start)
         if peak is not None:
           out[name]['peak_rss_mb'] = max(out[name]['peak_rss_mb'], peak)
@@ -108,6 +116,10 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
     rss.close()
   for r in out.values():
     r['median_s'] = statistics.median(r['times_s']) if r['times_s'] else None
+    # Page faults and kernel time per step: a step that maps fresh memory
+    # each time (large buffers freed to the OS) pays for it here.
+    for key in ('minor_faults', 'system_s'):
+      r[key] = statistics.median(r[key]) if r.get(key) else None
   return out
 
 

@@ -354,11 +354,46 @@ def measure_memory(name: str, count: int, argv: list[str]) -> list[dict]:
   return out
 
 
-def run_model(name: str, shape: Shape, args) -> list[dict[str, Any]]:
+def _time_child(name: str, index: int, args) -> None:
+  """Builds variant `index` alone, times it, prints the result as JSON."""
+  import json
+  v = variants(name, _shape(args), args, only=index)[index]
+  timed = harness.interleaved({v.name: v.step}, args.steps, args.warmup)
+  print(json.dumps({'variant': v.name, 'framework': v.framework,
+                    'compile_s': v.compile_s, 'flops': v.flops,
+                    'xla_memory_mb': v.xla_memory_mb,
+                    'timed': timed[v.name]}))
+
+
+def time_separately(name: str, args, argv: list[str]
+                    ) -> tuple[list[Variant], dict[str, dict[str, Any]]]:
+  """Each variant timed alone in a fresh process, one after the other."""
+  import json
+  import subprocess
+  count = len(variants(name, _shape(args), args, only=-1))
+  child_argv = _strip_value_flags([a for a in argv if a != '--separate'],
+                                  ('--models', '--json'))
+  vs, timed = [], {}
+  for i in range(count):
+    res = subprocess.run(
+        [sys.executable, __file__, '--models', name, '--time_child', str(i)]
+        + child_argv, check=True, capture_output=True, text=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    vs.append(Variant(r['variant'], r['framework'], None, r['compile_s'],
+                      r['flops'], r['xla_memory_mb']))
+    timed[r['variant']] = r['timed']
+  return vs, timed
+
+
+def run_model(name: str, shape: Shape, args,
+              argv: list[str] = ()) -> list[dict[str, Any]]:
   """Times every variant of one model; returns one row dict per variant."""
-  vs = variants(name, shape, args)
-  timed = harness.interleaved({v.name: v.step for v in vs}, args.steps,
-                              args.warmup)
+  if args.separate:
+    vs, timed = time_separately(name, args, list(argv))
+  else:
+    vs = variants(name, shape, args)
+    timed = harness.interleaved({v.name: v.step for v in vs}, args.steps,
+                                args.warmup)
   frames = shape.batch * shape.frames
   peak = harness.peak_flops(jax.devices()[0].device_kind)
   on_gpu = jax.default_backend() == 'gpu'
@@ -382,7 +417,8 @@ def run_model(name: str, shape: Shape, args) -> list[dict[str, Any]]:
         'flops_per_step': v.flops,
         'achieved_tflops': v.flops / s / 1e12 if v.flops else None,
         'mfu': v.flops / s / peak if v.flops and peak and on_gpu else None,
-        'times_s': t['times_s'],
+        'times_s': t['times_s'], 'minor_faults_per_step': t['minor_faults'],
+        'system_s_per_step': t['system_s'],
     })
   return rows
 
@@ -447,6 +483,11 @@ def main(argv=None):
                  '(CPU; slower: everything is built twice)')
   p.add_argument('--memory_child', type=int, default=None,
                  help=argparse.SUPPRESS)
+  p.add_argument('--separate', action='store_true',
+                 help='time each variant alone in its own fresh process '
+                 '(one after the other) instead of interleaved in one')
+  p.add_argument('--time_child', type=int, default=None,
+                 help=argparse.SUPPRESS)
   p.add_argument('--tiny', action='store_true',
                  help='tiny widths and shapes (a smoke test)')
   p.add_argument('--json', default=None, help='write the results here')
@@ -464,10 +505,13 @@ def main(argv=None):
   if args.memory_child is not None:
     _memory_child(names[0], args.memory_child, args)
     return
+  if args.time_child is not None:
+    _time_child(names[0], args.time_child, args)
+    return
 
   rows = []
   for name in names:
-    model_rows = run_model(name, shape, args)
+    model_rows = run_model(name, shape, args, argv)
     if args.memory and jax.default_backend() == 'cpu':
       child_argv = _strip_value_flags([a for a in argv if a != '--memory'],
                                       ('--models', '--json'))
@@ -479,17 +523,22 @@ def main(argv=None):
   harness.describe(
       f'Training step (fwd + CCC loss + bwd + Adam), batch {shape.batch} x '
       f'{shape.frames} frames at {shape.size}x{shape.size}, width '
-      f'{shape.width}, median of {args.steps} interleaved steps')
+      f'{shape.width}, median of {args.steps} '
+      + ('steps, each variant alone in its own process' if args.separate
+         else 'interleaved steps'))
   print_table(
       ['model: variant', 'ms/step', 'steps/s', 'frames/s', 'peak MB',
-       'XLA MB', 'compile s', 'first step s', 'GFLOP/step', 'TFLOP/s', 'MFU'],
+       'XLA MB', 'compile s', 'first step s', 'GFLOP/step', 'TFLOP/s', 'MFU',
+       'faults/step', 'sys s/step'],
       [(f"{r['model']}: {r['variant']}", f"{r['ms_per_step']:.0f}",
         f"{r['steps_per_s']:.3f}", r['frames_per_s'],
         _fmt(r['peak_memory_mb'], '.0f'), _fmt(r['xla_memory_mb'], '.0f'),
         _fmt(r['compile_s'], '.1f'),
         _fmt(r['first_step_s'], '.1f'),
         _fmt(r['flops_per_step'] and r['flops_per_step'] / 1e9, '.0f'),
-        _fmt(r['achieved_tflops'], '.3f'), _fmt(r['mfu'], '.1%'))
+        _fmt(r['achieved_tflops'], '.3f'), _fmt(r['mfu'], '.1%'),
+        _fmt(r['minor_faults_per_step'], '.0f'),
+        _fmt(r['system_s_per_step'], '.2f'))
        for r in rows])
   ratios = {n: throughput_ratio([r for r in rows if r['model'] == n])
             for n in names}

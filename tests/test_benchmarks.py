@@ -80,6 +80,17 @@ def test_train_step_memory_in_a_child_process(capsys, tmp_path):
   assert 'XLA MB' in capsys.readouterr().out
 
 
+def test_train_step_each_variant_alone_in_its_process(capsys, tmp_path):
+  out = tmp_path / 'r.json'
+  ts.main(['--tiny', '--steps', '2', '--warmup', '1', '--no_torch',
+           '--separate', '--json', str(out)])
+  rows = json.loads(out.read_text())['rows']
+  assert [r['variant'] for r in rows] == ['JAX/Flax jit']
+  assert len(rows[0]['times_s']) == 2 and rows[0]['compile_s'] > 0
+  assert rows[0]['minor_faults_per_step'] >= 0
+  assert 'each variant alone in its own process' in capsys.readouterr().out
+
+
 def test_inference_prints_table(capsys):
   from benchmarks import inference
   inference.main(['--tiny', '--models', 'all', '--steps', '1',
