@@ -89,7 +89,8 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
     kernel CPU seconds of the process per timed call}}.
   """
   rss = RssPeak()
-  out = {name: {'times_s': [], 'peak_rss_mb': 0.0} for name in steps}
+  out = {name: {'times_s': [], 'minor_faults': [], 'system_s': [],
+                'peak_rss_mb': 0.0} for name in steps}
   try:
     for name, step in steps.items():
       t = time.perf_counter()
@@ -105,10 +106,8 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
         step()
         out[name]['times_s'].append(time.perf_counter() - t)
         after = resource.getrusage(resource.RUSAGE_SELF)
-        out[name].setdefault('minor_faults', []).append(
-            after.ru_minflt - usage.ru_minflt)
-        out[name].setdefault('system_s', []).append(
-            after.ru_stime - usage.ru_stime)
+        out[name]['minor_faults'].append(after.ru_minflt - usage.ru_minflt)
+        out[name]['system_s'].append(after.ru_stime - usage.ru_stime)
         peak = rss.peak_above(start)
         if peak is not None:
           out[name]['peak_rss_mb'] = max(out[name]['peak_rss_mb'], peak)
@@ -119,7 +118,7 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
     # Page faults and kernel time per step: a step that maps fresh memory
     # each time (large buffers freed to the OS) pays for it here.
     for key in ('minor_faults', 'system_s'):
-      r[key] = statistics.median(r[key]) if r.get(key) else None
+      r[key] = statistics.median(r[key]) if r[key] else None
   return out
 
 

@@ -284,32 +284,37 @@ def variants(name: str, shape: Shape, args,
              only: int | None = None) -> list[Variant]:
   """Every framework variant of model `name` that this machine runs.
 
-  `only` builds just the variant of that index (the others are None).
+  `only` builds just the variant of that index (the others are None; an
+  index that is none, such as -1, builds nothing: a count of variants).
   """
   import copy
   batch = make_batch(shape)
   on_cpu = jax.default_backend() == 'cpu'
   dtype = jnp.dtype(args.dtype)
-  tm = torch_model(name, shape) if not args.no_torch else None
-  if tm is not None:
-    variables = jax_variables(name, tm)
-  else:
-    variables = jax.jit(jax_model(name, shape).init)(
+
+  @functools.cache
+  def shared():
+    """(torch model or None, JAX variables): built once, when needed."""
+    tm = torch_model(name, shape) if not args.no_torch else None
+    if tm is not None:
+      return tm, jax_variables(name, tm)
+    return None, jax.jit(jax_model(name, shape).init)(
         jax.random.PRNGKey(0), batch['frames'][:, :1],
         landmarks=batch['landmarks'][:, :1])
+
   model = jax_model(name, shape, dtype)
   suffix = '' if args.dtype == 'float32' else f' {args.dtype}'
-  make = [lambda: jax_variant(f'JAX/Flax jit{suffix}', model, variables,
+  make = [lambda: jax_variant(f'JAX/Flax jit{suffix}', model, shared()[1],
                               batch)]
   if args.xla_default and on_cpu:
     make.append(lambda: jax_variant(
-        'JAX/Flax jit, XLA default (YNNPACK conv)', model, variables,
+        'JAX/Flax jit, XLA default (YNNPACK conv)', model, shared()[1],
         batch, xla_flags.CPU_DEFAULT_COMPILER_OPTIONS))
   if args.no_donate:
     make.append(lambda: jax_variant(
-        'JAX/Flax jit, state not donated', model, variables, batch,
+        'JAX/Flax jit, state not donated', model, shared()[1], batch,
         donate=False))
-  if tm is not None:
+  if not args.no_torch:
     import torch
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     torch_kinds = [('PyTorch eager NCHW', dict(channels_last=False)),
@@ -322,7 +327,8 @@ def variants(name: str, shape: Shape, args,
                           dict(channels_last=True, amp=True)))
     for label, kw in torch_kinds:
       make.append(lambda label=label, kw=kw: torch_variant(
-          name, label, copy.deepcopy(tm), batch, device=device, **kw))
+          name, label, copy.deepcopy(shared()[0]), batch, device=device,
+          **kw))
   return [m() if only is None or i == only else None
           for i, m in enumerate(make)]
 
@@ -340,18 +346,28 @@ def _memory_child(name: str, index: int, args) -> None:
   rss.close()
 
 
-def measure_memory(name: str, count: int, argv: list[str]) -> list[dict]:
-  """Peak RSS growth of each variant's steps, each in a fresh process."""
+def _in_children(name: str, count: int, child_flag: str, own_flag: str,
+                 argv: list[str]) -> list[dict]:
+  """Runs this script once per variant index `i < count` in a fresh
+  process, `child_flag i` with the parent's `argv` less `own_flag`,
+  `--models` and `--json`; returns each child's last output line as JSON.
+  """
   import json
   import subprocess
+  child_argv = _strip_value_flags([a for a in argv if a != own_flag],
+                                  ('--models', '--json'))
   out = []
   for i in range(count):
     res = subprocess.run(
-        [sys.executable, __file__, '--models', name,
-         '--memory_child', str(i)] + argv,
-        check=True, capture_output=True, text=True)
+        [sys.executable, __file__, '--models', name, child_flag, str(i)]
+        + child_argv, check=True, capture_output=True, text=True)
     out.append(json.loads(res.stdout.strip().splitlines()[-1]))
   return out
+
+
+def measure_memory(name: str, count: int, argv: list[str]) -> list[dict]:
+  """Peak RSS growth of each variant's steps, each in a fresh process."""
+  return _in_children(name, count, '--memory_child', '--memory', argv)
 
 
 def _time_child(name: str, index: int, args) -> None:
@@ -368,17 +384,9 @@ def _time_child(name: str, index: int, args) -> None:
 def time_separately(name: str, args, argv: list[str]
                     ) -> tuple[list[Variant], dict[str, dict[str, Any]]]:
   """Each variant timed alone in a fresh process, one after the other."""
-  import json
-  import subprocess
   count = len(variants(name, _shape(args), args, only=-1))
-  child_argv = _strip_value_flags([a for a in argv if a != '--separate'],
-                                  ('--models', '--json'))
   vs, timed = [], {}
-  for i in range(count):
-    res = subprocess.run(
-        [sys.executable, __file__, '--models', name, '--time_child', str(i)]
-        + child_argv, check=True, capture_output=True, text=True)
-    r = json.loads(res.stdout.strip().splitlines()[-1])
+  for r in _in_children(name, count, '--time_child', '--separate', argv):
     vs.append(Variant(r['variant'], r['framework'], None, r['compile_s'],
                       r['flops'], r['xla_memory_mb']))
     timed[r['variant']] = r['timed']
@@ -513,10 +521,8 @@ def main(argv=None):
   for name in names:
     model_rows = run_model(name, shape, args, argv)
     if args.memory and jax.default_backend() == 'cpu':
-      child_argv = _strip_value_flags([a for a in argv if a != '--memory'],
-                                      ('--models', '--json'))
       for r, m in zip(model_rows, measure_memory(name, len(model_rows),
-                                                 child_argv)):
+                                                 argv)):
         r['peak_memory_mb'] = m['step_peak_mb']
         r['process_peak_mb'] = m['process_peak_mb']
     rows += model_rows

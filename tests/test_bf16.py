@@ -32,7 +32,7 @@ def _losses(make_tiny_config, dtype):
 
 
 def test_bf16_reaches_every_layer_and_trains_like_float32(make_tiny_config):
-  f32, f32_state, f32_hlo = _losses(make_tiny_config, 'float32')
+  f32, _, f32_hlo = _losses(make_tiny_config, 'float32')
   bf16, state, hlo = _losses(make_tiny_config, 'bfloat16')
   # Convolutions and matmuls compute in bf16 (none in the float32 step) ...
   assert 'bf16' not in f32_hlo
