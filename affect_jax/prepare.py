@@ -55,6 +55,10 @@ flags.DEFINE_float('margin', None, 'Context around the face box, fraction '
                    'of its side on each side.')
 flags.DEFINE_integer('detect_every', None,
                      'Run the detector on every N-th frame only.')
+flags.DEFINE_enum('track', None, ['hold', 'correlation'],
+                  'Frames between two detections (--detect_every > 1): '
+                  'hold reuses the last detection (default), correlation '
+                  'follows the face with dlib\'s correlation tracker.')
 flags.DEFINE_integer('num_workers', None,
                      'Videos decoded in parallel (worker processes).')
 flags.DEFINE_bool('skip_broken', None, 'Leave out videos that cannot be '
@@ -75,7 +79,7 @@ flags.mark_flag_as_required('dataset')
 # Options that change the records, and so the config's name (the others
 # only change how they are made).
 _CONTENT_OPTIONS = ('detector', 'landmarks', 'image_size', 'margin',
-                    'detect_every')
+                    'detect_every', 'track')
 
 
 def available() -> list[str]:
@@ -210,7 +214,8 @@ def main(argv):
     prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir,
             detector=FLAGS.face_detector, landmarks=FLAGS.landmarks,
             image_size=FLAGS.image_size, margin=FLAGS.margin,
-            detect_every=FLAGS.detect_every, num_workers=FLAGS.num_workers,
+            detect_every=FLAGS.detect_every, track=FLAGS.track,
+            num_workers=FLAGS.num_workers,
             skip_broken=FLAGS.skip_broken, beam_runner=FLAGS.beam_runner,
             beam_options=FLAGS.beam_options)
   except AffectJaxError as e:

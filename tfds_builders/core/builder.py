@@ -170,8 +170,14 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
     landmarks: where the dataset ships no landmarks, 'dlib' (default)
       predicts the 68 points inside each detected (or shipped) face box;
       'none' stores zeros.
-    detect_every: run the detector on every N-th frame only and reuse its
-      result in between (N times faster detection).
+    detect_every: run the detector on every N-th frame only and fill the
+      frames in between by `track` (N times faster detection).
+    track: how frames between two detections get their box
+      (face.FaceTracker, face.TRACKS): 'hold' (default) reuses the last
+      detection's result; 'correlation' follows the face with dlib's
+      correlation tracker started on the last detected box, has_face=True
+      while its peak-to-side-lobe ratio is at least face.MIN_PSR. No effect
+      with detect_every=1.
     image_size: side of the stored square crops, pixels.
     margin: context around the face box on each side, fraction of its side.
     max_gap: frames after a detection for which a missed face reuses the
@@ -199,6 +205,7 @@ class VideoFrameConfig(tfds.core.BuilderConfig):
   detector: str = 'dlib'
   landmarks: str = 'dlib'
   detect_every: int = 1
+  track: str = 'hold'
   # tzirakis2019 resizes face crops to 170 and random-crops 150 for training.
   image_size: int = 170
   margin: float = 0.2
@@ -238,6 +245,9 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     if c.landmarks not in face.LANDMARKERS:
       raise AffectJaxError(f'{self.name} config {c.name!r}: unknown landmarks '
                            f'{c.landmarks!r}; use one of {face.LANDMARKERS}.')
+    if c.track not in face.TRACKS:
+      raise AffectJaxError(f'{self.name} config {c.name!r}: unknown track '
+                           f'{c.track!r}; use one of {face.TRACKS}.')
     default_to_array_record(self, file_format)
     # With skip_broken: one entry per video left out or cut short
     # (`broken_entry`), stored in the metadata at the end of the build.
@@ -733,7 +743,7 @@ def video_records(spec: VideoSpec, ordinal: int, config: VideoFrameConfig,
   """
   tracker = face.FaceTracker(
       None if spec.aligned else face.make_detector(config.detector),
-      config.max_gap, spec.pick, config.detect_every)
+      config.max_gap, spec.pick, config.detect_every, config.track)
   landmarker = face.make_landmarker(config.landmarks)
   no_emotions = np.zeros(num_emotions, np.float32)
   no_landmarks = np.zeros((F.NUM_LANDMARKS, 2), np.float32)
