@@ -14,8 +14,10 @@ folder (a workdir, a stage folder or a checkpoint folder).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -29,6 +31,7 @@ from affect_jax import features as F
 from affect_jax import input_pipeline
 from affect_jax import models
 from affect_jax import tasks as tasks_lib
+from affect_jax.errors import AffectJaxError
 
 # Batch keys the network reads (the rest stay on the host).
 MODEL_KEYS = (F.FRAMES, F.MASK, F.LANDMARKS)
@@ -69,30 +72,118 @@ def build_model(model_cfg, num_outputs: int):
   return models.build(arch, num_outputs=num_outputs, **kwargs)
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D `data` mesh over every device of every process, process-major.
+def make_mesh(data: int = -1, model: int = 1) -> jax.sharding.Mesh:
+  """A (`data`, `model`) mesh over every device of every process.
 
-  Process p's devices hold rows [p * B / P, (p + 1) * B / P) of a global
-  batch, the block `input_pipeline.process_batches` gives it, so a run on
-  P processes sees the one-process batch row for row.
+  Devices are laid out process-major and a process's devices fill whole
+  rows of `model` devices, so process p's devices hold rows
+  [p * B / P, (p + 1) * B / P) of a global batch, the block
+  `input_pipeline.process_batches` gives it: a run on P processes sees the
+  one-process batch row for row. The batch is split over `data` only;
+  `model` (`config.mesh.model`, default 1) shards the large 2-D parameters
+  (`param_shardings`).
+
+  Args:
+    data: devices along the data axis; -1 = all devices / `model`.
+    model: devices along the model axis.
+
+  Raises:
+    AffectJaxError: the shape does not fit the devices.
   """
   devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  n, local = len(devices), jax.local_device_count()
+  fix = ('fix config.mesh.data / config.mesh.model (--config.mesh.model=M '
+         'with data=-1 takes every device)')
+  if model < 1 or local % model:
+    raise AffectJaxError(
+        f'config.mesh.model={model} must be >= 1 and divide the devices of '
+        f'each process ({local}); {fix}.')
+  if data == -1:
+    data = n // model
+  if data * model != n:
+    raise AffectJaxError(
+        f'config.mesh data={data} x model={model} = {data * model} devices, '
+        f'but this run has {n}; {fix}.')
   # Auto axes: jit's in/out shardings place the arrays and XLA propagates
   # them (Explicit axes would make ops such as dropout's select demand
   # matching shardings of their operands).
-  return jax.sharding.Mesh(np.asarray(devices), ('data',),
-                           axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.sharding.Mesh(
+      np.asarray(devices).reshape(data, model), ('data', 'model'),
+      axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def param_shardings(mesh: jax.sharding.Mesh, tree, min_size: int = 2 ** 16):
+  """Shardings of a tree of arrays (parameters, optimizer state, a state).
+
+  On a mesh with a `model` axis of M > 1 devices, every 2-D leaf (the
+  dense and recurrent kernels: the LSTM/GRU input and hidden projections,
+  the FC layers) of at least `min_size` elements
+  (`config.mesh.min_sharded_size`) is split over `model` along its larger
+  dimension divisible by M; everything else (convolution kernels, biases,
+  BatchNorm, counters, small kernels) is replicated. The rule reads shapes
+  only, so Adam's moments get their parameter's sharding. With M = 1 every
+  leaf is replicated (pure data parallelism).
+  """
+  m = mesh.shape['model']
+  replicated = NamedSharding(mesh, P())
+
+  def rule(x):
+    shape = tuple(getattr(x, 'shape', ()))
+    if m > 1 and len(shape) == 2 and math.prod(shape) >= min_size:
+      for axis in sorted(range(2), key=lambda a: -shape[a]):
+        if shape[axis] % m == 0:
+          return NamedSharding(
+              mesh, P(*('model' if a == axis else None for a in range(2))))
+    return replicated
+
+  return jax.tree.map(rule, tree)
 
 
 def to_device(batch, sharding: NamedSharding, keys: Sequence[str]):
-  """Host-local batch -> global arrays sharded over the `data` axis."""
-  return {k: jax.make_array_from_process_local_data(sharding, batch[k])
-          for k in keys if k in batch}
+  """Host-local batch -> global arrays sharded over the `data` axis.
+
+  Raises:
+    AffectJaxError: this process's rows do not split evenly over its
+      devices along the data axis.
+  """
+  per_process = sharding.mesh.shape['data'] // jax.process_count()
+  arrays = {k: batch[k] for k in keys if k in batch}
+  host = [v for v in arrays.values() if not isinstance(v, jax.Array)]
+  rows = len(host[0]) if host else 0
+  if per_process > 1 and rows % per_process:
+    raise AffectJaxError(
+        f'batch_size={rows * jax.process_count()} must be divisible by the '
+        f'devices along the data axis ({sharding.mesh.shape["data"]}) for '
+        'data parallelism; fix --config.batch_size (or --batch_size).')
+  # Arrays already on the devices (`prefetch_to_device`) pass through.
+  return {k: v if isinstance(v, jax.Array) else
+          jax.make_array_from_process_local_data(sharding, v)
+          for k, v in arrays.items()}
+
+
+def prefetch_to_device(batches: Iterator[dict[str, Any]],
+                       put: Callable[[dict[str, Any]], dict[str, Any]],
+                       size: int) -> Iterator[dict[str, Any]]:
+  """Yields `put(batch)` of each batch, `size` batches ahead.
+
+  `put` (e.g. `to_device`) starts a batch's host-to-device copy; holding
+  `size` of them in flight lets the copies of the next batches overlap the
+  current step (`config.input.device_prefetch`; 0 = copy when consumed).
+  """
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(put(batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
 
 
 def local_rows(x: jax.Array) -> np.ndarray:
-  """This process's rows of a batch-sharded array, in batch order."""
-  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+  """This process's rows of a batch-sharded array, in batch order (one copy
+  of each row block: a `model` axis holds replicas of it)."""
+  shards = sorted((s for s in x.addressable_shards if s.replica_id == 0),
+                  key=lambda s: s.index[0].start or 0)
   return np.concatenate([np.asarray(s.data) for s in shards])
 
 
@@ -104,14 +195,21 @@ def forward(apply_fn, variables, batch, normalization: str):
                   train=False).astype(jnp.float32)
 
 
-def make_predict_fn(model, normalization: str, mesh=None
+def make_predict_fn(model, normalization: str, mesh=None,
+                    variables_sharding=None
                     ) -> Callable[[Any, dict[str, np.ndarray]], np.ndarray]:
-  """jit-compiled (variables, host batch) -> this process's logits rows."""
+  """jit-compiled (variables, host batch) -> this process's logits rows.
+
+  `variables_sharding`: how the variables lie on `mesh` (a training state's
+  `param_shardings`); default replicated.
+  """
   mesh = mesh or make_mesh()
   data = NamedSharding(mesh, P('data'))
+  if variables_sharding is None:
+    variables_sharding = NamedSharding(mesh, P())
   step = jax.jit(functools.partial(forward, model.apply,
                                    normalization=normalization),
-                 in_shardings=(NamedSharding(mesh, P()), data),
+                 in_shardings=(variables_sharding, data),
                  out_shardings=data)
 
   def predict(variables, batch):

@@ -590,6 +590,9 @@ def local_batch_size(batch_size: int, process_count: int | None = None,
                      device_count: int | None = None) -> int:
   """Windows each process loads of a global batch: batch_size / processes.
 
+  `device_count`: devices along the mesh's data axis (default: all
+  devices).
+
   Raises:
     AffectJaxError: `batch_size` does not divide by the process count or
       by the device count (data parallelism gives every device the same
@@ -605,7 +608,8 @@ def local_batch_size(batch_size: int, process_count: int | None = None,
   if batch_size % devices:
     raise AffectJaxError(
         f'batch_size={batch_size} must be divisible by the number of devices '
-        f'({devices}) for data parallelism; fix --config.batch_size.')
+        f'({devices}) along the data axis for data parallelism; fix '
+        '--config.batch_size (or config.mesh).')
   return batch_size // processes
 
 
@@ -624,7 +628,10 @@ def process_batches(ds: grain.MapDataset, batch_size: int,
   """
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
-  local = local_batch_size(batch_size, count)
+  # The split over devices is checked where the mesh is known (the train
+  # stage before compiling, `inference.to_device` at every batch): a
+  # `model` mesh axis leaves fewer devices on the data axis.
+  local = local_batch_size(batch_size, count, device_count=1)
   return ds.batch(local, drop_remainder=True)[index::count]
 
 

@@ -5,8 +5,10 @@ targets and metrics come from the task table) and keeps the best checkpoint
 by a validation metric, with early stopping. `affect_jax.experiment` chains
 stages (pretrain -> fine-tune -> test -> post-process).
 
-Data parallel: one jitted step over a `Mesh` with a single `data` axis; the
-batch is sharded over it, parameters and optimizer state are replicated. The
+Data parallel: one jitted step over a (`data`, `model`) `Mesh`
+(`config.mesh`); the batch is sharded over `data`, parameters and optimizer
+state are replicated, or with `model` > 1 their large 2-D kernels are split
+over it (`inference.param_shardings`; XLA inserts the collectives). The
 same code runs on 1 CPU, 8 simulated CPU devices, a GPU, or many processes
 (`affect_jax.distributed`): each process loads only its rows of every
 global batch (`input_pipeline.process_batches`), all of them take part in
@@ -245,16 +247,31 @@ class Stage:
   def __init__(self, config, cfg, n_out: int, class_weights=None):
     self.config, self.cfg = config, cfg
     self.task = tasks_lib.get(cfg.get('task', 'va'))
-    self.mesh = make_mesh()
+    mesh_cfg = config.get('mesh') or {}
+    self.mesh = make_mesh(int(mesh_cfg.get('data', -1)),
+                          int(mesh_cfg.get('model', 1)))
     self.replicated = NamedSharding(self.mesh, P())
     self.data_sharding = NamedSharding(self.mesh, P('data'))
     self.model = build_model(config.model, n_out)
     # Before any compilation: the global batch splits over processes and
-    # devices.
-    input_pipeline.local_batch_size(config.batch_size)
+    # the devices of the data axis.
+    input_pipeline.local_batch_size(config.batch_size,
+                                    device_count=self.mesh.shape['data'])
     inp = config.input
     self.input_shape = (config.batch_size, inp.window, inp.image_size,
                         inp.image_size, 3)
+    # Where the state lives: replicated, or with a `model` axis its large
+    # 2-D kernels (and their Adam moments) split over it.
+    self._tx = None
+    self.state_sharding = self.replicated
+    variables_sharding = None
+    if self.mesh.shape['model'] > 1:
+      self.state_sharding = inference.param_shardings(
+          self.mesh, jax.eval_shape(
+              lambda: self._create(self._init(self.init_key(0)))),
+          int(mesh_cfg.get('min_sharded_size', 2 ** 16)))
+      variables_sharding = {'params': self.state_sharding.params,
+                            'batch_stats': self.state_sharding.batch_stats}
     cw = (jnp.ones((n_out,), jnp.float32) if class_weights is None
           else jnp.asarray(class_weights, jnp.float32))
     loss_name = cfg.get('loss') or self.task.default_loss
@@ -277,34 +294,46 @@ class Stage:
                                                      False),
                           skip_nonfinite=on_nonfinite == 'skip',
                           grad_accum_steps=accum),
-        in_shardings=(self.replicated, self.data_sharding),
-        out_shardings=(self.replicated, self.replicated),
+        in_shardings=(self.state_sharding, self.data_sharding),
+        out_shardings=(self.state_sharding, self.replicated),
         donate_argnums=0)
-    self._predict = inference.make_predict_fn(self.model, inp.normalization,
-                                              self.mesh)
+    self._predict = inference.make_predict_fn(
+        self.model, inp.normalization, self.mesh, variables_sharding)
 
-  def init_variables(self, seed: int) -> dict[str, Any]:
+  @staticmethod
+  def init_key(seed: int):
+    return {'params': jax.random.PRNGKey(seed),
+            'dropout': jax.random.PRNGKey(seed + 1)}
+
+  def _init(self, rngs):
     x = jnp.zeros(self.input_shape[:1] + (2,) + self.input_shape[2:],
                   jnp.float32)
     landmarks = jnp.zeros(x.shape[:2] + (F.NUM_LANDMARKS, 2), jnp.float32)
-    init = jax.jit(functools.partial(self.model.init, train=False),
-                   out_shardings=self.replicated)
-    return dict(init({'params': jax.random.PRNGKey(seed),
-                      'dropout': jax.random.PRNGKey(seed + 1)}, x,
-                     landmarks=landmarks))
+    return dict(self.model.init(rngs, x, landmarks=landmarks, train=False))
+
+  def _create(self, variables) -> TrainState:
+    if self._tx is None:
+      # One optimizer object: a state's static fields (and so the tree of
+      # its shardings) must compare equal across states of this stage.
+      self._tx = make_optimizer(self.cfg, variables['params'])
+    return TrainState.create(
+        apply_fn=self.model.apply, params=variables['params'], tx=self._tx,
+        batch_stats=variables.get('batch_stats', {}))
+
+  def init_variables(self, seed: int) -> dict[str, Any]:
+    return jax.jit(self._init, out_shardings=self.replicated)(
+        self.init_key(seed))
 
   def create_state(self, variables) -> TrainState:
-    tx = make_optimizer(self.cfg, variables['params'])
-    create = jax.jit(
-        lambda v: TrainState.create(
-            apply_fn=self.model.apply, params=v['params'], tx=tx,
-            batch_stats=v.get('batch_stats', {})),
-        out_shardings=self.replicated)
-    return create(variables)
+    return jax.jit(self._create, out_shardings=self.state_sharding)(variables)
+
+  def put(self, batch):
+    """A host batch's training arrays on the devices (sharded over data)."""
+    return inference.to_device(batch, self.data_sharding, _TRAIN_KEYS)
 
   def train_step(self, state, batch):
-    return self._train_step(
-        state, inference.to_device(batch, self.data_sharding, _TRAIN_KEYS))
+    """One step on a host batch or on one `put` on the devices already."""
+    return self._train_step(state, self.put(batch))
 
   def logits_fn(self, state):
     """host batch -> logits of this process's rows, with `state`'s weights."""
@@ -587,10 +616,14 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
         f'train={train_split.name} ({train_split.num_frames} frames, '
         f'{len(train_split.video_ids)} videos, {steps_per_epoch} steps an '
         f'epoch) eval={eval_split.name} ({eval_split.num_frames} frames); '
-        f'{cfg.num_train_steps} steps; {jax.device_count()} device(s)',
+        f'{cfg.num_train_steps} steps; {jax.device_count()} device(s)'
+        + (f' (mesh data {stage.mesh.shape["data"]} x model '
+           f'{stage.mesh.shape["model"]})' if jax.device_count() > 1 else ''),
         flush=True)
 
-  it = input_pipeline.iterate(ds, config.input, start=start)
+  it = inference.prefetch_to_device(
+      input_pipeline.iterate(ds, config.input, start=start), stage.put,
+      config.input.get('device_prefetch', 2))
   t_last, step_last, acc = time.time(), start, None
   step = start
   while step < cfg.num_train_steps and not loop['stopped_early']:

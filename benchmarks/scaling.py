@@ -2,11 +2,13 @@
 
   python benchmarks/scaling.py                  # simulated CPU devices
   python benchmarks/scaling.py --devices 1,2,4,8 --batch 8 --frames 16
+  python benchmarks/scaling.py --devices 8 --model_axis 2   # data 4 x model 2
 
 The step of benchmarks/train_step.py (ResNet-50 + LSTM by default) with the
 *same global batch* split over N devices along a `data` mesh axis
 (`jax.jit` with `NamedSharding`: batch sharded, parameters replicated, as
-affect_jax.train does). On CPU each N runs in a child process with
+affect_jax.train does; with `--model_axis M` the large 2-D kernels are split
+over M devices as `config.mesh.model=M` does). On CPU each N runs in a child process with
 `--xla_force_host_platform_device_count=N` (XLA's simulated devices share
 the same cores, so this measures the sharding's overhead, not a speed-up);
 on GPUs it uses the first N real devices in one process. Prints ms/step,
@@ -38,7 +40,10 @@ def time_on_devices(n: int, args) -> dict:
   shape = ts.TINY if args.tiny else ts.Shape()
   shape = dataclasses.replace(shape, batch=args.batch, frames=args.frames,
                               size=args.size if not args.tiny else shape.size)
-  mesh = Mesh(np.array(jax.devices()[:n]), ('data',))
+  from affect_jax import inference
+  m = args.model_axis if n % args.model_axis == 0 else 1
+  mesh = Mesh(np.array(jax.devices()[:n]).reshape(n // m, m),
+              ('data', 'model'))
   data = NamedSharding(mesh, P('data'))
   replicated = NamedSharding(mesh, P())
   model = ts.jax_model(args.model, shape)
@@ -48,12 +53,15 @@ def time_on_devices(n: int, args) -> dict:
                                   landmarks=batch['landmarks'][:, :1])
   tx = optax.adam(1e-4)
   params = variables['params']
-  state = jax.device_put((params, variables.get('batch_stats', {}),
-                          tx.init(params)), replicated)
+  state = (params, variables.get('batch_stats', {}), tx.init(params))
+  # affect_jax.train's rule: with a model axis the large 2-D kernels and
+  # their Adam moments are split over it, everything else replicated.
+  state_sharding = inference.param_shardings(mesh, state)
+  state = jax.device_put(state, state_sharding)
   batch = jax.device_put(batch, data)
   step = jax.jit(ts.jax_train_step(model, tx), donate_argnums=(0,),
-                 in_shardings=(replicated, data),
-                 out_shardings=(replicated, replicated))
+                 in_shardings=(state_sharding, data),
+                 out_shardings=(state_sharding, replicated))
   holder = [state]
 
   def run():
@@ -61,7 +69,8 @@ def time_on_devices(n: int, args) -> dict:
     jax.block_until_ready(loss)
 
   t = harness.interleaved({'step': run}, args.steps, args.warmup)['step']
-  return {'devices': n, 'device_kind': jax.devices()[0].device_kind,
+  return {'devices': n, 'mesh': f'{n // m} x {m}',
+          'device_kind': jax.devices()[0].device_kind,
           'ms_per_step': 1000 * t['median_s'],
           'frames_per_s': shape.batch * shape.frames / t['median_s'],
           'times_s': t['times_s']}
@@ -86,6 +95,9 @@ def main(argv=None):
   p.add_argument('--size', type=int, default=150)
   p.add_argument('--steps', type=int, default=5)
   p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--model_axis', type=int, default=1,
+                 help='devices on the mesh\'s model axis (config.mesh.model) '
+                 'for every device count it divides; 1 = data parallel only')
   p.add_argument('--tiny', action='store_true')
   p.add_argument('--json', default=None)
   p.add_argument('--child', type=int, default=0, help=argparse.SUPPRESS)
@@ -113,8 +125,10 @@ def main(argv=None):
   harness.describe(f'{args.model} training step, global batch {args.batch} '
                    f'x {args.frames} frames, data parallel over {where}')
   base = rows[0]['ms_per_step']
-  print_table(['devices', 'ms/step', 'frames/s', 'speed-up'],
-              [(r['devices'], f"{r['ms_per_step']:.0f}", r['frames_per_s'],
+  print_table(['devices', 'mesh data x model', 'ms/step', 'frames/s',
+               'speed-up'],
+              [(r['devices'], r['mesh'], f"{r['ms_per_step']:.0f}",
+                r['frames_per_s'],
                 f"{base / r['ms_per_step']:.2f}") for r in rows])
   harness.write_json(args.json, {'rows': rows, 'where': where})
 

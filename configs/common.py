@@ -156,6 +156,8 @@ def input_section(**overrides) -> ml_collections.ConfigDict:
       brightness_delta=0.125, saturation_range=(0.5, 1.5),
       normalization='imagenet', num_threads=2, prefetch_batches=4,
       num_workers=0,
+      # Training batches copied to the devices ahead of the step using them.
+      device_prefetch=2,
       # Evaluation: a still image (a one-frame video) is repeated over the
       # window and its last step reported (affect4k thesis).
       repeat_stills=True,
@@ -189,6 +191,12 @@ def experiment(name: str, stages: str) -> ml_collections.ConfigDict:
   c.early_stopping_patience = 0  # Evaluations without gain; 0 = never stop.
   c.model = ml_collections.ConfigDict(dict(arch='resnet50_lstm'))
   c.input = input_section()
+  # Device mesh of the train stages: the batch is split over `data`
+  # (-1 = every device / model); `model` > 1 splits the dense and recurrent
+  # kernels of at least `min_sharded_size` elements over that many devices
+  # (docs/cluster.md).
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1,
+                                          min_sharded_size=2 ** 16))
   return c
 
 
@@ -204,6 +212,7 @@ _SECTION_KEYS = {
 }
 _DATASET_KEYS = set(dataset('x').keys())
 _INPUT_KEYS = set(input_section().keys())
+_MESH_KEYS = {'data', 'model', 'min_sharded_size'}
 
 
 class ConfigError(ValueError):
@@ -235,6 +244,8 @@ def validate(config) -> None:
               'kind' in config[k]}
   _unknown('the top level', set(config.keys()) - sections, _TOP_KEYS)
   _unknown('config.input', config.input.keys(), _INPUT_KEYS)
+  if 'mesh' in config:
+    _unknown('config.mesh', config.mesh.keys(), _MESH_KEYS)
   for name in stage_names(config):
     if name not in sections:
       raise ConfigError(

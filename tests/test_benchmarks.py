@@ -3,6 +3,7 @@ every script prints its table in a tiny configuration (no timing checks)."""
 
 import copy
 import json
+import re
 
 import jax
 import numpy as np
@@ -104,10 +105,10 @@ def test_inference_prints_table(capsys):
 def test_scaling_prints_table(capsys):
   from benchmarks import scaling
   scaling.main(['--tiny', '--devices', '2', '--batch', '2', '--frames',
-                '2', '--steps', '1', '--warmup', '1'])
+                '2', '--steps', '1', '--warmup', '1', '--model_axis', '2'])
   printed = capsys.readouterr().out
   assert '| devices' in printed
-  assert '| 2 ' in printed
+  assert re.search(r'\| 2 +\| +1 x 2 \|', printed), printed
 
 
 def test_input_pipeline_prints_table(capsys, tiny_data_dir):

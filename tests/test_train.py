@@ -14,6 +14,7 @@ import pytest
 from affect_jax import experiment
 from affect_jax import input_pipeline as ip
 from affect_jax import train
+from affect_jax.errors import AffectJaxError
 from configs import common
 from tests.conftest import tiny_config
 
@@ -50,49 +51,143 @@ def test_train_steps_lower_the_loss(make_tiny_config):
 _DEVICE_SCRIPT = r'''
 import json, sys
 import jax
-from affect_jax import experiment, input_pipeline as ip, train
+import numpy as np
+from affect_jax import checkpointing, input_pipeline as ip, losses, train
 from configs import common
 from tests.conftest import tiny_config
-config = tiny_config(sys.argv[1])
-config.batch_size = 8
-cfg = common.resolve_stage(config, 'pretrain')
-split = ip.load_split(cfg.dataset, 'train')
-import numpy as np
-from affect_jax import losses
-cw = np.asarray(losses.class_weights_from_counts(split.emotion_counts()))
-stage = train.Stage(config, cfg, n_out=8, class_weights=cw)
-state = stage.create_state(stage.init_variables(0))
-it = ip.iterate(ip.train_dataset(split, config.input, 8, seed=0), config.input)
-out = []
-for _ in range(3):
-  state, m = stage.train_step(state, next(it))
-  out.append(float(m.compute()['loss']))
-print(json.dumps({'devices': jax.device_count(), 'losses': out}))
+out = {'devices': jax.device_count()}
+for data, model in json.loads(sys.argv[2]):
+  config = tiny_config(sys.argv[1])
+  config.batch_size = 8
+  config.mesh.data, config.mesh.model = data, model
+  config.mesh.min_sharded_size = 64  # The tiny model's LSTM/FC kernels.
+  cfg = common.resolve_stage(config, 'pretrain')
+  split = ip.load_split(cfg.dataset, 'train')
+  cw = np.asarray(losses.class_weights_from_counts(split.emotion_counts()))
+  stage = train.Stage(config, cfg, n_out=8, class_weights=cw)
+  state = stage.create_state(stage.init_variables(0))
+  it = ip.iterate(ip.train_dataset(split, config.input, 8, seed=0),
+                  config.input)
+  got = {'losses': []}
+  for _ in range(3):
+    state, m = stage.train_step(state, next(it))
+    got['losses'].append(float(m.compute()['loss']))
+  batch = next(it)
+  got['logits'] = np.asarray(stage.logits_fn(state)(batch)).tolist()
+  flat = jax.tree_util.tree_flatten_with_path(state.params)[0]
+  got['params'] = {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist()
+                   for k, v in flat}
+  got['model_sharded'] = sorted(
+      jax.tree_util.keystr(k) for k, v in flat
+      if 'model' in tuple(v.sharding.spec))
+  # The sharded state goes through an Orbax checkpoint unchanged.
+  ckpts = checkpointing.StageCheckpoints(
+      f'{sys.argv[3]}/{jax.device_count()}_{data}x{model}')
+  ckpts.save_latest(3, state, {})
+  ckpts.wait()
+  fresh = stage.create_state(stage.init_variables(1))
+  restored, _ = ckpts.restore_latest(fresh)
+  got['restored_equal'] = all(jax.tree.leaves(jax.tree.map(
+      lambda a, b: bool(np.array_equal(a, b)) and a.sharding == b.sharding,
+      restored.params, state.params)))
+  ckpts.close()
+  out[f'{data}x{model}'] = got
+# A batch that does not split over the data axis: refused before compiling
+# (the stage) and at the copy to the devices (evaluation, prediction).
+from affect_jax import inference
+from affect_jax.errors import AffectJaxError
+config.batch_size = 6
+try:
+  train.Stage(config, cfg, n_out=8)
+except AffectJaxError as e:
+  out['stage_error'] = str(e)
+try:
+  inference.to_device({'frames': np.zeros((6, 1))}, stage.data_sharding,
+                      ['frames'])
+except AffectJaxError as e:
+  out['put_error'] = str(e)
+print(json.dumps(out))
 '''
 
 
-def _run_on_devices(n, data_dir):
+def _run_on_devices(n, data_dir, meshes, workdir):
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
              JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _DEVICE_SCRIPT, data_dir],
+  out = subprocess.run([sys.executable, '-c', _DEVICE_SCRIPT, data_dir,
+                        json.dumps(meshes), str(workdir)],
                        cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_same_loss_on_1_and_8_devices(tiny_data_dir):
-  one = _run_on_devices(1, tiny_data_dir)
-  eight = _run_on_devices(8, tiny_data_dir)
+def test_same_training_on_1_device_8_devices_and_a_model_axis(
+    tiny_data_dir, tmp_path):
+  one = _run_on_devices(1, tiny_data_dir, [(-1, 1)], tmp_path)
+  eight = _run_on_devices(8, tiny_data_dir, [(-1, 1), (4, 2)], tmp_path)
   assert one['devices'] == 1 and eight['devices'] == 8
-  # BatchNorm statistics and the loss are over the global batch either way.
-  np.testing.assert_allclose(eight['losses'], one['losses'], rtol=2e-4)
-  assert one['losses'][0] != one['losses'][2]
+  ref = one['-1x1']
+  assert ref['losses'][0] != ref['losses'][2]
+  # Pure data parallelism replicates everything; a model axis of 2 splits
+  # the recurrent and dense kernels (the trunk's convolutions stay whole).
+  assert eight['-1x1']['model_sharded'] == []
+  sharded = eight['4x2']['model_sharded']
+  assert any('lstm' in k.lower() or 'rnn' in k.lower() for k in sharded), (
+      sharded)
+  assert not any('conv' in k.lower() for k in sharded), sharded
+  for got in (eight['-1x1'], eight['4x2']):
+    # BatchNorm statistics and the loss are over the global batch whatever
+    # the mesh; float32 sums in another order: rtol 2e-4.
+    np.testing.assert_allclose(got['losses'], ref['losses'], rtol=2e-4)
+    np.testing.assert_allclose(got['logits'], ref['logits'], rtol=2e-3,
+                               atol=1e-4)
+    for k, v in ref['params'].items():
+      np.testing.assert_allclose(got['params'][k], v, rtol=2e-3, atol=1e-5,
+                                 err_msg=k)
+    assert got['restored_equal']
+  # (The last mesh of the 8-device run: data 4 x model 2.)
+  assert 'batch_size=6 must be divisible by the number of devices (4) ' \
+      'along the data axis' in eight['stage_error']
+  assert 'batch_size=6 must be divisible by the devices along the data ' \
+      'axis (4)' in eight['put_error']
+
+
+def test_a_mesh_that_does_not_fit_the_devices_is_one_clear_error():
+  from affect_jax import inference  # pylint: disable=g-import-not-at-top
+  n = jax.device_count()
+  with pytest.raises(AffectJaxError, match='config.mesh.model=0 must be'):
+    inference.make_mesh(model=0)
+  with pytest.raises(AffectJaxError, match=f'config.mesh.model={n + 1} must'):
+    inference.make_mesh(model=n + 1)
+  with pytest.raises(AffectJaxError,
+                     match=rf'data={n + 4} x model=1 = {n + 4} devices'):
+    inference.make_mesh(data=n + 4, model=1)
+  config = common.experiment('x', '')
+  config.mesh.modle = 2
+  with pytest.raises(common.ConfigError, match="did you mean 'model'"):
+    common.validate(config)
+
+
+def test_prefetch_to_device_keeps_order_and_runs_ahead():
+  from affect_jax import inference  # pylint: disable=g-import-not-at-top
+  put = []
+
+  def record(batch):
+    put.append(batch)
+    return batch * 10
+
+  it = inference.prefetch_to_device(iter(range(5)), record, 2)
+  assert next(it) == 0 and put == [0, 1, 2]  # Two batches in flight.
+  assert list(it) == [10, 20, 30, 40] and put == [0, 1, 2, 3, 4]
+  assert list(inference.prefetch_to_device(iter(range(3)), record, 0)) == [
+      0, 10, 20]
 
 
 def test_resume_continues_with_the_same_losses(make_tiny_config, tmp_path):
+  """... also with batches copied to the device ahead or not."""
   def run(workdir, steps):
     config = make_tiny_config(stages='finetune')
+    config.input.device_prefetch = 0 if workdir.name == 'straight' else 3
     config.finetune.init_from = ''
     config.finetune.num_train_steps = steps
     config.finetune.eval_every_steps = 3
