@@ -122,11 +122,17 @@ def _run_stages(config, workdir: str, names: list[str], kinds
   return results
 
 
+_RECORDED_ENV = ('XLA_FLAGS', 'GLIBC_TUNABLES', 'OMP_NUM_THREADS',
+                 'JAX_PLATFORMS', 'CUDA_VISIBLE_DEVICES')
+
+
 def _record_run(config, workdir: str):
   """Resolved config, versions and seed of this invocation, for the record."""
   info = {'seed': config.seed, 'versions': writers.versions(),
           'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-          'jax_process_count': jax.process_count()}
+          'jax_process_count': jax.process_count(),
+          # What changes speed or float rounding without being config.
+          'environment': {k: os.environ.get(k) for k in _RECORDED_ENV}}
   path = os.path.join(workdir, 'config.json')
   new = config.to_dict()
   if os.path.exists(path) and writers.read_json(path) != _jsonable(new):

@@ -1,6 +1,7 @@
 """SIGTERM / SIGINT: save `latest`, exit 143 / 130, resume to the same end;
 SIGKILL at any moment: the rerun ends the same."""
 
+import json
 import os
 import random
 import signal
@@ -104,6 +105,12 @@ def test_sigterm_saves_exits_143_and_resumes_to_the_same_params(
       'resume from there.')
   assert not (stage / 'DONE.json').exists()
   assert not (workdir / 'RUNNING.lock').exists()
+  # The run recorded the environment that changes speed or rounding.
+  (run,) = [json.loads(p.read_text()) for p in (workdir / 'runs').iterdir()]
+  # (This process imported affect_jax too: the same XLA_FLAGS.)
+  assert sorted((run['environment']['XLA_FLAGS'] or '').split()) == sorted(
+      os.environ.get('XLA_FLAGS', '').split())
+  assert 'GLIBC_TUNABLES' in run['environment']
 
   # The same command resumes (here in-process: same code, same batches).
   config = _load(config_file)
