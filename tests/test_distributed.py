@@ -16,6 +16,7 @@ from affect_jax import distributed
 from affect_jax import input_pipeline as ip
 from affect_jax.errors import AffectJaxError
 from configs import common
+from tests.conftest import QUICK_XLA_FLAGS
 from tests.test_preemption import _final_params
 from tests.test_preemption import write_config
 from tests.test_train import _losses
@@ -174,18 +175,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-# Compiling is most of these runs' time: XLA:CPU's quick mode takes ~40%
-# less, and every run of the test compiles with it (the comparison holds).
-_QUICK_XLA = ('--xla_backend_optimization_level=0 '
-              '--xla_llvm_disable_expensive_passes=true')
-
-
 def _main(config_file, workdir, *flags, devices=1):
   """`python -m affect_jax.main` on `devices` CPU devices (not waited for)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
-             + _QUICK_XLA)
+             + QUICK_XLA_FLAGS)
   return subprocess.Popen(
       [sys.executable, '-m', 'affect_jax.main', f'--config={config_file}',
        f'--workdir={workdir}', *flags],
