@@ -143,18 +143,14 @@ def to_device(batch, sharding: NamedSharding, keys: Sequence[str]):
   """Host-local batch -> global arrays sharded over the `data` axis.
 
   Raises:
-    AffectJaxError: this process's rows do not split evenly over its
-      devices along the data axis.
+    AffectJaxError: the global batch does not split evenly over the
+      devices along the data axis (`input_pipeline.local_batch_size`).
   """
-  per_process = sharding.mesh.shape['data'] // jax.process_count()
   arrays = {k: batch[k] for k in keys if k in batch}
   host = [v for v in arrays.values() if not isinstance(v, jax.Array)]
-  rows = len(host[0]) if host else 0
-  if per_process > 1 and rows % per_process:
-    raise AffectJaxError(
-        f'batch_size={rows * jax.process_count()} must be divisible by the '
-        f'devices along the data axis ({sharding.mesh.shape["data"]}) for '
-        'data parallelism; fix --config.batch_size (or --batch_size).')
+  if host:
+    input_pipeline.local_batch_size(len(host[0]) * jax.process_count(),
+                                    device_count=sharding.mesh.shape['data'])
   # Arrays already on the devices (`prefetch_to_device`) pass through.
   return {k: v if isinstance(v, jax.Array) else
           jax.make_array_from_process_local_data(sharding, v)

@@ -25,7 +25,8 @@ os.environ.setdefault('AFFECT_JAX_TEST_ORIGINAL_XLA_FLAGS',
 ORIGINAL_XLA_FLAGS = os.environ['AFFECT_JAX_TEST_ORIGINAL_XLA_FLAGS'] or None
 if (os.environ.get('AFFECT_JAX_TEST_FULL_XLA', '0') in ('0', '') and
     QUICK_XLA_FLAGS not in os.environ.get('XLA_FLAGS', '')):
-  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {QUICK_XLA_FLAGS}".strip()
+  os.environ['XLA_FLAGS'] = (
+      f"{os.environ.get('XLA_FLAGS', '')} {QUICK_XLA_FLAGS}".strip())
 
 import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
