@@ -596,3 +596,6 @@ def test_face_options_detect_every_track_and_their_errors(va_model, va_runner,
   with pytest.raises(AffectJaxError, match=r'detect_every=5: following every '
                      r'face \(--all_faces\)'):
     predict.Preprocess(meta, detect_every=5).tracker(all_faces=True)
+  with pytest.raises(AffectJaxError,
+                     match=r'detect_every=0 \(--detect_every\)'):
+    predict.Preprocess(meta, detect_every=0)

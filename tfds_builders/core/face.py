@@ -475,6 +475,9 @@ def make_tracker(detector: str, max_gap: int = 0, pick: str = 'largest',
   Raises:
     AffectJaxError: an unknown name or a value out of range, naming it.
   """
+  if every < 1:
+    raise AffectJaxError(f'detect_every={every} (--detect_every) is out of '
+                         'range: at least 1 (1: detect on every frame).')
   detect = make_detector(detector, detect_max_side)
   if not all_faces:
     return FaceTracker(detect, max_gap, pick, every, track)
