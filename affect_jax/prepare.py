@@ -14,8 +14,9 @@ named config:
 
 and change the config's name to say so (`default-detector_haar-image_size_112`:
 use that as `--config.dataset.builder_config` when training), so records
-built with other options never mix. `--num_workers` and `--skip_broken` do
-not change the name.
+built with other options never mix. `--num_workers` (default: the cores
+this process may use, at most the number of videos of a split) and
+`--skip_broken` do not change the name.
 
 With the `beam` extra (`pip install -e '.[beam]'`), a video builder runs as
 an Apache Beam pipeline through TFDS (`DownloadConfig(beam_runner=...,
@@ -65,7 +66,9 @@ flags.DEFINE_integer('detect_max_side', None,
                      'misses faces under ~80 px there); 0: the full frame '
                      '(default).')
 flags.DEFINE_integer('num_workers', None,
-                     'Videos decoded in parallel (worker processes).')
+                     'Videos decoded in parallel (worker processes; 0 or 1: '
+                     'in this process). Default: the cores this process may '
+                     'use, at most the number of videos of a split.')
 flags.DEFINE_bool('skip_broken', None, 'Leave out videos that cannot be '
                   'decoded, end early or do not fit their labels, listing '
                   'them at the end and in the metadata, instead of '
@@ -85,6 +88,20 @@ flags.mark_flag_as_required('dataset')
 # only change how they are made).
 _CONTENT_OPTIONS = ('detector', 'landmarks', 'image_size', 'margin',
                     'detect_every', 'track', 'detect_max_side')
+
+
+def default_num_workers() -> int:
+  """`--num_workers` when not given: the cores this process may use.
+
+  The builder caps it by the number of videos of each split (one video is
+  decoded in this process). Measured on 2 cores, dlib detection, 4 videos:
+  2 workers are 17-19% faster than none (docs/BENCHMARKS.md, "Dataset
+  preparation"). The Python API (`prepare(...)`, builders) keeps the
+  config's default of 0.
+  """
+  if hasattr(os, 'sched_getaffinity'):  # Linux: honours taskset / cgroups.
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def available() -> list[str]:
@@ -221,7 +238,8 @@ def main(argv):
             image_size=FLAGS.image_size, margin=FLAGS.margin,
             detect_every=FLAGS.detect_every, track=FLAGS.track,
             detect_max_side=FLAGS.detect_max_side,
-            num_workers=FLAGS.num_workers,
+            num_workers=(default_num_workers() if FLAGS.num_workers is None
+                         else FLAGS.num_workers),
             skip_broken=FLAGS.skip_broken, beam_runner=FLAGS.beam_runner,
             beam_options=FLAGS.beam_options)
   except AffectJaxError as e:

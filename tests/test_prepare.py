@@ -74,3 +74,21 @@ def test_beam_options_need_a_video_builder_and_apache_beam(copy_dir, tmp_path,
     prepare.prepare('realeyes', str(tmp_path), copy_dir, detector='none',
                     beam_runner='DirectRunner')
   assert not os.path.exists(tmp_path / 'realeyes')
+
+
+@pytest.mark.parametrize('argv, workers', [
+    ([], len(os.sched_getaffinity(0))), (['--num_workers=0'], 0)])
+def test_cli_workers_default_to_the_usable_cores(monkeypatch, argv, workers):
+  """Without --num_workers the command decodes on every core it may use
+  (the builder caps that by the videos of a split); the API keeps 0."""
+  called = {}
+  monkeypatch.setattr(prepare, 'prepare',
+                      lambda *args, **kw: called.update(kw))
+  prepare.FLAGS(['prepare', '--dataset=realeyes', *argv])
+  try:
+    prepare.main([])
+  finally:
+    prepare.FLAGS.unparse_flags()
+  assert called['num_workers'] == workers
+  from tfds_builders import core  # pylint: disable=g-import-not-at-top
+  assert core.VideoFrameConfig.num_workers == 0
