@@ -90,14 +90,19 @@ _CONTENT_OPTIONS = ('detector', 'landmarks', 'image_size', 'margin',
                     'detect_every', 'track', 'detect_max_side')
 
 
+# `prepare(num_workers=AUTO_WORKERS)`, what the command passes without
+# --num_workers: `default_num_workers()` for the builders that have workers.
+AUTO_WORKERS = 'auto'
+
+
 def default_num_workers() -> int:
   """`--num_workers` when not given: the cores this process may use.
 
   The builder caps it by the number of videos of each split (one video is
   decoded in this process). Measured on 2 cores, dlib detection, 4 videos:
   2 workers are 17-19% faster than none (docs/BENCHMARKS.md, "Dataset
-  preparation"). The Python API (`prepare(...)`, builders) keeps the
-  config's default of 0.
+  preparation"). The Python API (`prepare(...)` without num_workers,
+  builders) keeps the config's default of 0.
   """
   if hasattr(os, 'sched_getaffinity'):  # Linux: honours taskset / cgroups.
     return len(os.sched_getaffinity(0))
@@ -113,9 +118,14 @@ def _builder(dataset: str, data_dir: str, options: dict):
   """The TFDS builder of `dataset` (name[/config]) with `options` applied."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   name, _, config_name = dataset.partition('/')
+  cls = tfds.builder_cls(name)
+  if options.get('num_workers') == AUTO_WORKERS:
+    options = dict(options)
+    del options['num_workers']
+    if any(hasattr(c, 'num_workers') for c in cls.BUILDER_CONFIGS):
+      options['num_workers'] = default_num_workers()
   if not options:
     return tfds.builder(dataset, data_dir=data_dir)
-  cls = tfds.builder_cls(name)
   configs = {c.name: c for c in cls.BUILDER_CONFIGS}
   base = configs.get(config_name or next(iter(configs), None))
   if base is None:
@@ -176,7 +186,8 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
     beam_runner, beam_options: generate through Apache Beam (video builders
       only): a runner name and/or 'key=value,...' pipeline options.
     **options: overrides of config fields (detector, image_size, ...; None
-      values are ignored).
+      values are ignored); num_workers=AUTO_WORKERS ('auto'):
+      `default_num_workers()` where the builder has workers.
   """
   names = available()
   name = dataset.split('/')[0]
@@ -238,7 +249,7 @@ def main(argv):
             image_size=FLAGS.image_size, margin=FLAGS.margin,
             detect_every=FLAGS.detect_every, track=FLAGS.track,
             detect_max_side=FLAGS.detect_max_side,
-            num_workers=(default_num_workers() if FLAGS.num_workers is None
+            num_workers=(AUTO_WORKERS if FLAGS.num_workers is None
                          else FLAGS.num_workers),
             skip_broken=FLAGS.skip_broken, beam_runner=FLAGS.beam_runner,
             beam_options=FLAGS.beam_options)
