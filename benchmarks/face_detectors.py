@@ -8,9 +8,10 @@
 Nothing is downloaded: the real photos are the ones scikit-image ships.
 - LFW faces: the 100 face photos of `skimage.data.lfw_subset()` (tight 25x25
   grey crops of Labeled Faces in the Wild), upscaled to a face of 120 (and
-  60, or each of `--sizes`) pixels and pasted at a random place into a 640x480 noise scene. A hit
-  is a detection with IoU > 0.3 with the pasted square (the crops are tight,
-  so a detector's box is larger than the square).
+  60, or each of `--sizes`) pixels and pasted at a random place into a
+  640x480 noise scene. A hit is a detection with IoU > 0.3 with the pasted
+  square (the crops are tight, so a detector's box is larger than the
+  square).
 - LFW non-faces: the subset's 100 non-face photos, pasted the same way: any
   detection is a false positive.
 - astronaut: the one face in `skimage.data.astronaut()` (IoU > 0.3 with its

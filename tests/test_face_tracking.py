@@ -139,7 +139,8 @@ def test_track_option_reaches_the_records_and_is_checked(moving, tmp_path):
 
 def test_downscaled_detection_finds_the_same_face(moving):
   frames, found = moving
-  hog = face._import_dlib().get_frontal_face_detector()  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  hog = face._import_dlib().get_frontal_face_detector()
   for image, box in zip(frames[::5], found[::5]):
     # The default is dlib on the full frame, as before the option existed.
     reference = [(r.top(), r.left(), r.bottom(), r.right())
