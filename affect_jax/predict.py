@@ -1,7 +1,8 @@
 """Per-frame valence / arousal / emotion predictions for a video, image or folder.
 
   python -m affect_jax.predict --model=DIR --input=PATH --output=OUT.csv \
-      [--plot=OUT.png] [--batch_size=N] [--all_faces]
+      [--plot=OUT.png] [--batch_size=N] [--all_faces] \
+      [--detect_every=N [--track=hold|correlation]] [--detect_max_side=N]
 
 --model: a training workdir (its last stage's best checkpoint), a stage or
   checkpoint folder, or a folder written by `python -m affect_jax.export`.
@@ -21,6 +22,15 @@ across frames (`core.face.MultiFaceTracker`), each face predicted on its own
 crops and its own windows, as if the video showed only that face; a frame
 without any face still gives one row (has_face=0, empty face). A model
 trained on whole frames (no face detector) has one face, 0, in every frame.
+
+The face is found as `affect_jax.prepare` finds it, by the same code
+(`core.face.make_tracker`), with the same options: by default the detector
+runs on every frame at full resolution; --detect_every=N runs it on every
+N-th frame only, the frames in between filled by --track (hold: the last
+detection, correlation: dlib's correlation tracker follows the face), and
+--detect_max_side=N detects on the frame scaled down to N pixels on its long
+side (faster; faces under ~80 pixels there are missed). docs/datasets.md
+and docs/BENCHMARKS.md give the measured speed and box agreement.
 
 Each frame goes through the preprocessing the model was trained with, by the
 builders' own code: the same decoder, face detector, crop margin and size,
@@ -103,9 +113,16 @@ class Preprocess:
   `detector` in its metadata) is predicted on whole frames, padded square,
   every frame counting as a face. A dataset whose faces came cropped or boxed
   (`detector='none'`) is predicted on the default detector's crops.
+
+  How often and at what resolution the detector runs (`detect_every`,
+  `track`, `detect_max_side`: the builders' options, face.make_tracker) is
+  the caller's choice, by default every frame at full resolution whatever
+  the dataset used: the most accurate boxes, at the detector's speed.
   """
 
-  def __init__(self, meta: dict[str, Any]):
+  def __init__(self, meta: dict[str, Any], detect_every: int | None = None,
+               track: str | None = None,
+               detect_max_side: int | None = None):
     from tfds_builders import core  # pylint: disable=g-import-not-at-top
     from tfds_builders.core import face  # pylint: disable=g-import-not-at-top
     self._face = face
@@ -117,7 +134,10 @@ class Preprocess:
       detector = core.VideoFrameConfig.detector
       logging.warning('The model was trained on crops its dataset shipped; '
                       'predicting on %r detector crops.', detector)
-    self.detector = None if self.whole_frame else face.make_detector(detector)
+    self.detector = 'none' if self.whole_frame else detector
+    self.detect_every = 1 if detect_every is None else int(detect_every)
+    self.track = track or 'hold'
+    self.detect_max_side = detect_max_side or 0
     self.crop_size = int(data.get('image_size') or data.get('frame_size') or
                          self.image_size)
     self.margin = float(data.get('margin', 0.0))
@@ -127,12 +147,15 @@ class Preprocess:
     self.max_gap = core.VideoFrameConfig.max_gap
     self.jpeg_quality = core.VideoFrameConfig.jpeg_quality
     self._encode = core.encode_jpeg
+    # Fail now, not on the first frame, on a bad option or a missing model.
+    self.tracker()
 
   def tracker(self, all_faces: bool = False):
     """A fresh face tracker for one video: of its largest face, or of all."""
-    if all_faces:
-      return self._face.MultiFaceTracker(self.detector, self.max_gap)
-    return self._face.FaceTracker(self.detector, self.max_gap)
+    return self._face.make_tracker(
+        self.detector, self.max_gap, every=self.detect_every,
+        track=self.track, detect_max_side=self.detect_max_side,
+        all_faces=all_faces)
 
   def __call__(self, index: int, time_s: float, image: np.ndarray,
                tracker) -> ModelFrame:
@@ -402,12 +425,13 @@ class Result:
 class Runner:
   """A loaded model and its preprocessing, predicting file after file."""
 
-  def __init__(self, model: str, batch_size: int = 2):
+  def __init__(self, model: str, batch_size: int = 2, **face_options):
+    """`face_options`: `Preprocess`'s detect_every, track, detect_max_side."""
     from affect_jax import inference  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     self.predictor = inference.Predictor.load(check_model_dir(model))
     meta = self.predictor.meta
-    self.preprocess = Preprocess(meta)
+    self.preprocess = Preprocess(meta, **face_options)
     self.window = int(meta['input']['window'])
     d = jax.device_count()
     self.batch_size = max(1, -(-int(batch_size) // d)) * d
@@ -550,10 +574,13 @@ def list_inputs(folder: str) -> list[str]:
 
 def predict(model: str, input_path: str, output: str,
             plot: str | None = None, batch_size: int = 2,
-            progress: bool = True, all_faces: bool = False) -> list[Result]:
+            progress: bool = True, all_faces: bool = False,
+            **face_options) -> list[Result]:
   """The command: predicts a file or every file of a folder.
 
   `all_faces`: one row per face found, tracked across frames (`face` id).
+  `face_options`: detect_every, track, detect_max_side (`Preprocess`; None:
+  the default, detection on every frame at full resolution).
 
   Raises:
     AffectJaxError: the first problem; for a folder, after predicting the
@@ -567,7 +594,8 @@ def predict(model: str, input_path: str, output: str,
   if folder and output.lower().endswith('.csv'):
     raise AffectJaxError(f'--input {input_path} is a folder: --output must '
                          f'be a folder for its CSVs, not {output}.')
-  runner = Runner(model, batch_size)
+  runner = Runner(model, batch_size, **face_options)
+  runner.preprocess.tracker(all_faces)  # Options refused before any file.
   results, failed = [], []
   for path in files:
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -605,7 +633,9 @@ def main(argv):
       sys.exit(2)
   try:
     predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.plot,
-            FLAGS.batch_size, all_faces=FLAGS.all_faces)
+            FLAGS.batch_size, all_faces=FLAGS.all_faces,
+            detect_every=FLAGS.detect_every, track=FLAGS.track,
+            detect_max_side=FLAGS.detect_max_side)
   except AffectJaxError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -630,6 +660,19 @@ def define_flags() -> None:
                     "largest face's one row. A model trained on whole frames "
                     '(no face detector in its dataset) sees one face: rows as '
                     'without the flag, with face 0.')
+  # The builders' face options (affect_jax.prepare), by default off here:
+  # the detector on every frame at full resolution.
+  flags.DEFINE_integer('detect_every', None, 'Run the face detector on every '
+                       'N-th frame only (default 1: every frame); not with '
+                       '--all_faces.')
+  flags.DEFINE_enum('track', None, ['hold', 'correlation'],
+                    'Frames between two detections (--detect_every > 1): hold '
+                    'reuses the last detection (default), correlation follows '
+                    "the face with dlib's correlation tracker.")
+  flags.DEFINE_integer('detect_max_side', None, 'Detect on the frame scaled '
+                       'down so its long side is at most this many pixels '
+                       '(>= 64; faster, misses faces under ~80 px there); '
+                       'default 0: the full frame.')
 
 
 if __name__ == '__main__':

@@ -14,8 +14,9 @@ named config:
 
 and change the config's name to say so (`default-detector_haar-image_size_112`:
 use that as `--config.dataset.builder_config` when training), so records
-built with other options never mix. `--num_workers` and `--skip_broken` do
-not change the name.
+built with other options never mix. `--num_workers` (default: the cores
+this process may use, at most the number of videos of a split) and
+`--skip_broken` do not change the name.
 
 With the `beam` extra (`pip install -e '.[beam]'`), a video builder runs as
 an Apache Beam pipeline through TFDS (`DownloadConfig(beam_runner=...,
@@ -59,8 +60,15 @@ flags.DEFINE_enum('track', None, ['hold', 'correlation'],
                   'Frames between two detections (--detect_every > 1): '
                   'hold reuses the last detection (default), correlation '
                   'follows the face with dlib\'s correlation tracker.')
+flags.DEFINE_integer('detect_max_side', None,
+                     'Run the detector on the frame scaled down so its long '
+                     'side is at most this many pixels (>= 64; faster, '
+                     'misses faces under ~80 px there); 0: the full frame '
+                     '(default).')
 flags.DEFINE_integer('num_workers', None,
-                     'Videos decoded in parallel (worker processes).')
+                     'Videos decoded in parallel (worker processes; 0 or 1: '
+                     'in this process). Default: the cores this process may '
+                     'use, at most the number of videos of a split.')
 flags.DEFINE_bool('skip_broken', None, 'Leave out videos that cannot be '
                   'decoded, end early or do not fit their labels, listing '
                   'them at the end and in the metadata, instead of '
@@ -79,7 +87,26 @@ flags.mark_flag_as_required('dataset')
 # Options that change the records, and so the config's name (the others
 # only change how they are made).
 _CONTENT_OPTIONS = ('detector', 'landmarks', 'image_size', 'margin',
-                    'detect_every', 'track')
+                    'detect_every', 'track', 'detect_max_side')
+
+
+# `prepare(num_workers=AUTO_WORKERS)`, what the command passes without
+# --num_workers: `default_num_workers()` for the builders that have workers.
+AUTO_WORKERS = 'auto'
+
+
+def default_num_workers() -> int:
+  """`--num_workers` when not given: the cores this process may use.
+
+  The builder caps it by the number of videos of each split (one video is
+  decoded in this process). Measured on 2 cores, dlib detection, 4 videos:
+  2 workers are 17-19% faster than none (docs/BENCHMARKS.md, "Dataset
+  preparation"). The Python API (`prepare(...)` without num_workers,
+  builders) keeps the config's default of 0.
+  """
+  if hasattr(os, 'sched_getaffinity'):  # Linux: honours taskset / cgroups.
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def available() -> list[str]:
@@ -91,9 +118,14 @@ def _builder(dataset: str, data_dir: str, options: dict):
   """The TFDS builder of `dataset` (name[/config]) with `options` applied."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   name, _, config_name = dataset.partition('/')
+  cls = tfds.builder_cls(name)
+  if options.get('num_workers') == AUTO_WORKERS:
+    options = dict(options)
+    del options['num_workers']
+    if any(hasattr(c, 'num_workers') for c in cls.BUILDER_CONFIGS):
+      options['num_workers'] = default_num_workers()
   if not options:
     return tfds.builder(dataset, data_dir=data_dir)
-  cls = tfds.builder_cls(name)
   configs = {c.name: c for c in cls.BUILDER_CONFIGS}
   base = configs.get(config_name or next(iter(configs), None))
   if base is None:
@@ -154,7 +186,8 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
     beam_runner, beam_options: generate through Apache Beam (video builders
       only): a runner name and/or 'key=value,...' pipeline options.
     **options: overrides of config fields (detector, image_size, ...; None
-      values are ignored).
+      values are ignored); num_workers=AUTO_WORKERS ('auto'):
+      `default_num_workers()` where the builder has workers.
   """
   names = available()
   name = dataset.split('/')[0]
@@ -215,7 +248,9 @@ def main(argv):
             detector=FLAGS.face_detector, landmarks=FLAGS.landmarks,
             image_size=FLAGS.image_size, margin=FLAGS.margin,
             detect_every=FLAGS.detect_every, track=FLAGS.track,
-            num_workers=FLAGS.num_workers,
+            detect_max_side=FLAGS.detect_max_side,
+            num_workers=(AUTO_WORKERS if FLAGS.num_workers is None
+                         else FLAGS.num_workers),
             skip_broken=FLAGS.skip_broken, beam_runner=FLAGS.beam_runner,
             beam_options=FLAGS.beam_options)
   except AffectJaxError as e:

@@ -2,6 +2,8 @@
 
   python benchmarks/build_frames.py  # a 640x480 30 fps synthetic video
   python benchmarks/build_frames.py --tracking  # detect_every x track
+  python benchmarks/build_frames.py --tracking --max_side 0,480,320 \
+      --tracks correlation  # x detection on a downscaled frame
 
 Writes one synthetic RealEyes-layout video (`realeyes_layout`), then times
 each stage of `tfds_builders.core.builder.video_records` on it: decoding
@@ -14,10 +16,11 @@ Record writing (array_record) is not included; it is small next to these.
 and right across the frame at each `--speed` pixels a frame (`moving_face`)
 and times the face crops (`face.crop_frame`: detect or track, then crop;
 frames in memory, no decoding, landmarks or JPEG; the fastest of
-`--repeats` runs) for each `--every` x track ('hold', 'correlation'), with
-the mean and minimum IoU of the crop's box against dlib run on every frame
-(over the frames where it finds the face) and the share of frames with
-has_face.
+`--repeats` runs) for each `--max_side` (detect_max_side: dlib on the frame
+scaled down to that long side; 0 = full) x `--every` x `--tracks`
+('hold', 'correlation'), with the mean and minimum IoU of the crop's box
+against dlib run on every full-resolution frame (over the frames where it
+finds the face) and the share of frames with has_face.
 """
 
 import argparse
@@ -61,50 +64,57 @@ def moving_face(seed: int, num_frames: int, height: int, width: int,
 
 
 def tracking(args) -> None:
-  """The --tracking table: detect_every x track on a moving face."""
-  detect = face.make_detector('dlib')
+  """The --tracking table: detect_max_side x detect_every x track on a
+  moving face, against full-resolution detection on every frame."""
   config = core.VideoFrameConfig(name='b', image_size=args.image_size)
-  settings = [(every, track) for every in args.every
-              for track in face.TRACKS]
+  settings = [(side, every, track) for side in args.max_side
+              for every in args.every for track in args.tracks]
   rows, found_share = [], []
   for speed in args.speed:
     frames = moving_face(args.seed, args.frames, args.height, args.width,
                          speed)
     results = {}
-    for every, track in [(1, 'hold')] + settings:  # The reference first.
-      if (every, track) in results:
+    for setting in [(0, 1, 'hold')] + settings:  # The reference first.
+      if setting in results:
         continue
+      side, every, track = setting
       best = None
       for _ in range(args.repeats):
-        tracker = face.FaceTracker(detect, config.max_gap, every=every,
-                                   track=track)
+        tracker = face.make_tracker('dlib', config.max_gap, every=every,
+                                    track=track, detect_max_side=side)
         t = time.perf_counter()
         found = [face.crop_frame(image, tracker, config.image_size,
                                  config.margin) for image in frames]
         dt = time.perf_counter() - t
         best = dt if best is None else min(best, dt)
-      results[every, track] = best, found
-    reference = results[1, 'hold'][1]
+      results[setting] = best, found
+    reference = results[0, 1, 'hold'][1]
     found_share.append(f'{np.mean([r.has_face for r in reference]):.0%}')
-    for every, track in settings:
-      dt, found = results[every, track]
+    for setting in settings:
+      dt, found = results[setting]
       ious = [0.0 if f.box is None else
               float(face.box_iou(f.box, r.box)[0, 0])
               for f, r in zip(found, reference) if r.has_face]
       if not ious:  # dlib found no face: nothing to compare with.
         ious = [np.nan]
-      rows.append((f'{speed:g}', every, track, len(frames) / dt,
-                   f'{np.mean(ious):.2f}', f'{np.min(ious):.2f}',
+      side, every, track = setting
+      rows.append((f'{speed:g}', side or 'full', every, track,
+                   len(frames) / dt, f'{np.mean(ious):.2f}',
+                   f'{np.min(ious):.2f}',
                    f'{np.mean([f.has_face for f in found]):.0%}'))
   print(f'{args.width}x{args.height}, {args.frames} frames, subject seed '
         f'{args.seed} (dlib finds the face on {"/".join(found_share)} of '
         f'the frames), crops {args.image_size}px, fastest of {args.repeats} '
         f'runs, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}')
-  print_table(['face px/frame', 'detect_every', 'track', 'frames/s',
-               'mean IoU', 'min IoU', 'has_face'], rows)
+  print_table(['face px/frame', 'detect_max_side', 'detect_every', 'track',
+               'frames/s', 'mean IoU', 'min IoU', 'has_face'], rows)
 
 
-def main():
+def _ints(text: str) -> list[int]:
+  return [int(v) for v in text.split(',')]
+
+
+def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--frames', type=int, default=300)
   p.add_argument('--height', type=int, default=480)
@@ -112,8 +122,12 @@ def main():
   p.add_argument('--image_size', type=int, default=170)
   p.add_argument('--tracking', action='store_true',
                  help='time detect_every x track on a moving face instead')
-  p.add_argument('--every', type=lambda s: [int(v) for v in s.split(',')],
-                 default=[1, 5], help='--tracking: detect_every values')
+  p.add_argument('--every', type=_ints, default=[1, 5],
+                 help='--tracking: detect_every values')
+  p.add_argument('--tracks', type=lambda s: s.split(','),
+                 default=list(face.TRACKS), help='--tracking: track values')
+  p.add_argument('--max_side', type=_ints, default=[0],
+                 help='--tracking: detect_max_side values (0: full frame)')
   p.add_argument('--speed', type=lambda s: [float(v) for v in s.split(',')],
                  default=[8.0, 16.0],
                  help='--tracking: face motions, pixels a frame')
@@ -121,7 +135,7 @@ def main():
                  help='--tracking: the subject (one dlib finds)')
   p.add_argument('--repeats', type=int, default=3,
                  help='--tracking: runs per setting (the fastest is shown)')
-  args = p.parse_args()
+  args = p.parse_args(argv)
   if args.tracking:
     tracking(args)
     return

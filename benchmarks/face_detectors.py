@@ -2,21 +2,30 @@
 
   pip install -e ".[dev]"  # scikit-image, for its bundled photos
   python benchmarks/face_detectors.py
+  python benchmarks/face_detectors.py --sizes 40,60,80,100,120,160,200 \
+      --max_side 0,480,320  # dlib on frames scaled down (detect_max_side)
 
 Nothing is downloaded: the real photos are the ones scikit-image ships.
 - LFW faces: the 100 face photos of `skimage.data.lfw_subset()` (tight 25x25
   grey crops of Labeled Faces in the Wild), upscaled to a face of 120 (and
-  60) pixels and pasted at a random place into a 640x480 noise scene. A hit
-  is a detection with IoU > 0.3 with the pasted square (the crops are tight,
-  so a detector's box is larger than the square).
+  60, or each of `--sizes`) pixels and pasted at a random place into a
+  640x480 noise scene. A hit is a detection with IoU > 0.3 with the pasted
+  square (the crops are tight, so a detector's box is larger than the
+  square).
 - LFW non-faces: the subset's 100 non-face photos, pasted the same way: any
   detection is a false positive.
 - astronaut: the one face in `skimage.data.astronaut()` (IoU > 0.3 with its
   box); coffee, chelsea (a cat): photos without a human face.
 - synthetic: frame 0 of 40 subjects of the cartoon renderer at 640x480
   (tfds_builders/synthetic_faces), IoU > 0.3 with the rendered face box.
+
+`--max_side` adds a dlib column per detect_max_side (`face.make_detector`'s
+`max_side`: the frame scaled down to that long side before detection), and
+with several `--sizes` the table ends with the smallest face found in at
+least half / 90% of the photos by each column.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -64,41 +73,64 @@ def synthetic(num: int):
     yield image, box * [H, W, H, W]
 
 
-def main():
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--sizes', default='120,60',
+                 help='LFW face sides in pixels, comma-separated')
+  p.add_argument('--max_side', default='0',
+                 help='dlib detect_max_side values, comma-separated (0: the '
+                 'full 640x480 frame); one dlib column each')
+  p.add_argument('--faces', type=int, default=100,
+                 help='LFW faces (and non-faces) per set, at most 100')
+  args = p.parse_args(argv)
+  sizes = [int(v) for v in args.sizes.split(',')]
   from skimage import data  # pylint: disable=g-import-not-at-top
   lfw = data.lfw_subset()
+  n = min(args.faces, 100)
+  faces_at = {size: f'LFW faces, {size} px' for size in sizes}
   sets = {
-      'LFW faces, 120 px': lambda: pasted(lfw[:100], 120, 0),
-      'LFW faces, 60 px': lambda: pasted(lfw[:100], 60, 1),
+      **{title: (lambda size=size, i=i: pasted(lfw[:n], size, i))
+         for i, (size, title) in enumerate(faces_at.items())},
       'astronaut': lambda: [(data.astronaut(), (60, 170, 190, 280))],
-      'synthetic cartoon faces': lambda: synthetic(40),
+      'synthetic cartoon faces': lambda: synthetic(min(40, n)),
   }
   negatives = {
-      'LFW non-faces (false pos.)': lambda: pasted(lfw[100:], 120, 2),
+      'LFW non-faces (false pos.)': lambda: pasted(lfw[100:100 + n], 120,
+                                                   len(sizes)),
       'coffee, chelsea (false pos.)': lambda: [(data.coffee(), None),
                                                (data.chelsea(), None)],
   }
-  rows = []
-  times = {name: [] for name in ('dlib', 'haar')}
+  columns = [('dlib', int(v)) for v in args.max_side.split(',')]
+  columns.append(('haar', 0))
+  rows, recall = [], {c: {} for c in columns}
+  times = {c: [] for c in columns}
   for title, make in {**sets, **negatives}.items():
     cells = []
-    for name in ('dlib', 'haar'):
-      detect = face.make_detector(name)
+    for column in columns:
+      detect = face.make_detector(*column)
       scores = []
       for image, box in make():
         t = time.perf_counter()
         found = detect(image)
         if image.shape[:2] == (H, W):
-          times[name].append(time.perf_counter() - t)
+          times[column].append(time.perf_counter() - t)
         if box is None:
           scores.append(len(found) > 0)
         else:
           scores.append(iou(box, face.pick_face(found)) > 0.3)
+      recall[column][title] = np.mean(scores)
       cells.append(f'{np.mean(scores):.0%}')
     rows.append((title, *cells))
+  if len(sizes) > 1:
+    for share in (0.5, 0.9):
+      rows.append((f'smallest LFW face found {share:.0%} of the time (px)',
+                   *(min((s for s in sizes
+                          if recall[c][faces_at[s]] >= share), default='-')
+                     for c in columns)))
   rows.append(('ms per 640x480 frame (median)',
-               *(1000 * float(np.median(times[n])) for n in times)))
-  print_table(['set', 'dlib', 'haar'], rows)
+               *(1000 * float(np.median(times[c])) for c in columns)))
+  print_table(['set', *(name if not side else f'{name} at {side} px'
+                        for name, side in columns)], rows)
 
 
 if __name__ == '__main__':

@@ -564,3 +564,38 @@ def test_cli_error_is_one_line(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.startswith('error: Input') and 'Traceback' not in (
       proc.stderr)
+
+
+def test_face_options_detect_every_track_and_their_errors(va_model, va_runner,
+                                                          face_video,
+                                                          tmp_path):
+  """--detect_every 5 --track correlation: the detector runs on frames 0, 5,
+  10; the face is followed in between, and after frame 5 (no face) nothing
+  is followed until frame 10. Through the command line, as users run it."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep +
+             os.environ.get('PYTHONPATH', ''), JAX_PLATFORMS='cpu')
+  out = tmp_path / 'every5.csv'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'affect_jax.predict', f'--model={va_model}',
+       f'--input={face_video}', f'--output={out}', '--detect_every=5',
+       '--track=correlation'],
+      capture_output=True, text=True, env=env, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr
+  rows = _read(out)
+  assert [r['has_face'] for r in rows] == ['1'] * 5 + ['0'] * 5 + ['1'] * 2
+  every = _read(va_runner.predict_file(face_video, str(tmp_path / 'all.csv'),
+                                       progress=False).csv)
+  for i in (0, 10):  # Detection frames: the detector's box, as by default.
+    assert [rows[i][k] for k in predict.BOX_COLUMNS] == [
+        every[i][k] for k in predict.BOX_COLUMNS]
+  meta = va_runner.predictor.meta
+  with pytest.raises(AffectJaxError, match=r'detect_max_side=30 '
+                     r'\(--detect_max_side\) is out of range'):
+    predict.Preprocess(meta, detect_max_side=30)
+  with pytest.raises(AffectJaxError, match=r'detect_every=5: following every '
+                     r'face \(--all_faces\)'):
+    predict.Preprocess(meta, detect_every=5).tracker(all_faces=True)
+  with pytest.raises(AffectJaxError,
+                     match=r'detect_every=0 \(--detect_every\)'):
+    predict.Preprocess(meta, detect_every=0)

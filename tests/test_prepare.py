@@ -74,3 +74,31 @@ def test_beam_options_need_a_video_builder_and_apache_beam(copy_dir, tmp_path,
     prepare.prepare('realeyes', str(tmp_path), copy_dir, detector='none',
                     beam_runner='DirectRunner')
   assert not os.path.exists(tmp_path / 'realeyes')
+
+
+@pytest.mark.parametrize('argv, workers', [
+    ([], prepare.AUTO_WORKERS), (['--num_workers=0'], 0)])
+def test_cli_workers_default_to_the_usable_cores(monkeypatch, tmp_path, argv,
+                                                 workers):
+  """Without --num_workers the command decodes on every core it may use
+  (the builder caps that by the videos of a split); the API keeps 0."""
+  called = {}
+  monkeypatch.setattr(prepare, 'prepare',
+                      lambda *args, **kw: called.update(kw))
+  prepare.FLAGS(['prepare', '--dataset=realeyes', *argv])
+  try:
+    prepare.main([])
+  finally:
+    prepare.FLAGS.unparse_flags()
+  assert called['num_workers'] == workers
+  prepare.available()
+  auto = {'num_workers': prepare.AUTO_WORKERS}
+  # pylint: disable=protected-access
+  video = prepare._builder('realeyes', str(tmp_path), auto)
+  assert video.builder_config.name == 'default'
+  assert video.builder_config.num_workers == len(os.sched_getaffinity(0))
+  # A builder without workers (rendered, not decoded) takes no such option.
+  assert prepare._builder('synthetic_faces/tiny', str(tmp_path),
+                          auto).builder_config.name == 'tiny'
+  assert prepare._builder('realeyes', str(tmp_path),
+                          {}).builder_config.num_workers == 0

@@ -1,11 +1,15 @@
 """Face detection (pluggable by name) and square face crops.
 
   detect = make_detector('dlib')  # or 'haar', 'none'
+  detect = make_detector('dlib', max_side=320)  # on the frame scaled down
   tracker = FaceTracker(detect, max_gap=5)
   box, has_face = tracker(image)  # pixel box or None
   # Detect on every 5th frame, follow the face in between (dlib's tracker):
   tracker = FaceTracker(detect, max_gap=5, every=5, track='correlation')
   faces = MultiFaceTracker(detect, max_gap=5)(image)  # every face, with ids
+  # Either, from option names (as the builders and affect_jax.predict do):
+  tracker = make_tracker('dlib', max_gap=5, every=5, track='correlation',
+                         detect_max_side=320)
   crop = crop_face(image, box, size=112, margin=0.2)
   crop.image  # uint8 [112, 112, 3]; crop.to_crop(points) -> [0, 1] coords
   points = make_landmarker('dlib')(image, box)  # [68, 2] pixels
@@ -66,6 +70,12 @@ MIN_PSR = 7.0
 # webcam recording stay well above the cascade's 24-pixel window.
 _DETECT_MAX_SIDE = 320
 
+# `detect_max_side` (make_detector's `max_side`): 0 detects on the full
+# frame; otherwise at least this many pixels, since dlib's HOG window finds
+# faces from ~80 pixels: on a frame scaled below 64 no face of any size in
+# the frame would be found at all.
+MIN_DETECT_MAX_SIDE = 64
+
 
 def _boxes(boxes) -> np.ndarray:
   return np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -99,6 +109,20 @@ def pick_face(boxes: np.ndarray, pick: str = 'largest') -> np.ndarray | None:
   raise AffectJaxError(f'Unknown face pick {pick!r}; use one of {PICKS}.')
 
 
+def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+  """(`image` scaled so its long side is <= `max_side`, the scale <= 1).
+
+  cv2.INTER_AREA averages the pixels each output pixel covers: no aliasing.
+  An image already that small comes back as is, with scale 1.
+  """
+  h, w = image.shape[:2]
+  scale = min(1.0, max_side / max(h, w))
+  if scale < 1:
+    image = cv2.resize(image, (round(w * scale), round(h * scale)),
+                       interpolation=cv2.INTER_AREA)
+  return image, scale
+
+
 def _haar() -> Detector:
   path = cv2.data.haarcascades + 'haarcascade_frontalface_default.xml'
   cascade = cv2.CascadeClassifier(path)
@@ -107,12 +131,8 @@ def _haar() -> Detector:
                          'reinstall opencv-python-headless<5.')
 
   def detect(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    scale = min(1.0, _DETECT_MAX_SIDE / max(h, w))
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    if scale < 1:
-      gray = cv2.resize(gray, (round(w * scale), round(h * scale)),
-                        interpolation=cv2.INTER_AREA)
+    gray, scale = _shrink(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY),
+                          _DETECT_MAX_SIDE)
     gray = cv2.equalizeHist(gray)
     side = min(gray.shape)
     found = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
@@ -144,9 +164,62 @@ def _dlib() -> Detector:
   return detect
 
 
+def check_detect_max_side(max_side: int | None, where: str = '') -> int:
+  """`max_side` as an int (None -> 0), or an error naming the option.
+
+  Args:
+    max_side: 0 or None (full resolution) or >= MIN_DETECT_MAX_SIDE.
+    where: what holds the value, for the message (e.g. a builder config).
+
+  Raises:
+    AffectJaxError: a negative or too small value.
+  """
+  value = int(max_side or 0)
+  if value and value < MIN_DETECT_MAX_SIDE:
+    raise AffectJaxError(
+        f'{where + ": " if where else ""}detect_max_side={value} '
+        '(--detect_max_side) is out of range: use 0 (detect on the full '
+        f'frame, the default) or at least {MIN_DETECT_MAX_SIDE} pixels (the '
+        'long side of the frame the detector sees; dlib finds faces from ~80 '
+        'pixels there).')
+  return value
+
+
+def _downscaled(detect: Detector, max_side: int) -> Detector:
+  """`detect` run on the frame scaled so its long side is <= `max_side`
+  (`_shrink`), its boxes scaled back to frame pixels."""
+
+  def detect_small(image: np.ndarray) -> np.ndarray:
+    small, scale = _shrink(image, max_side)
+    if scale == 1:
+      return detect(image)
+    return _boxes(detect(small)) / np.float32(scale)
+
+  return detect_small
+
+
+def make_detector(name: str, max_side: int | None = 0) -> Detector | None:
+  """The detector called `name`; None for 'none' (whole frame or given box).
+
+  Args:
+    name: one of DETECTORS.
+    max_side: 0 or None: detect on the full frame (the default). N >=
+      MIN_DETECT_MAX_SIDE: on the frame scaled down so its long side is at
+      most N pixels (`_downscaled`), boxes in frame pixels: ~(long side /
+      N)^2 faster for dlib, which then misses faces under ~80 * long side /
+      N frame pixels (docs/BENCHMARKS.md, "Downscaled detection"). Haar
+      runs at most at 320 pixels anyway: an N above that changes nothing
+      but the resampling.
+  """
+  return _make_detector(name, check_detect_max_side(max_side))
+
+
 @functools.cache
-def make_detector(name: str) -> Detector | None:
-  """The detector called `name`; None for 'none' (whole frame or given box)."""
+def _make_detector(name: str, max_side: int) -> Detector | None:
+  # One detector per (name, max_side), with the models loaded once per name.
+  if max_side:
+    detect = _make_detector(name, 0)
+    return None if detect is None else _downscaled(detect, max_side)
   if name == 'none':
     return None
   if name == 'haar':
@@ -381,6 +454,39 @@ class MultiFaceTracker:
         self._tracks[k] = (box, misses + 1)
         faces.append(TrackedFace(k, box, False))
     return faces
+
+
+def make_tracker(detector: str, max_gap: int = 0, pick: str = 'largest',
+                 every: int = 1, track: str = 'hold', detect_max_side: int = 0,
+                 all_faces: bool = False) -> FaceTracker | MultiFaceTracker:
+  """A fresh tracker for one video, from the face options by name.
+
+  The one way the builders (`builder.video_records`, from a
+  VideoFrameConfig) and the prediction command (`affect_jax.predict`, from
+  its flags) make their trackers, so both find faces the same way.
+
+  Args:
+    detector: DETECTORS name ('none': the whole frame or the given box).
+    max_gap, pick, every, track: as for `FaceTracker`.
+    detect_max_side: `make_detector`'s `max_side` (0: full resolution).
+    all_faces: a `MultiFaceTracker` of every face instead (detection on
+      every frame only).
+
+  Raises:
+    AffectJaxError: an unknown name or a value out of range, naming it.
+  """
+  if every < 1:
+    raise AffectJaxError(f'detect_every={every} (--detect_every) is out of '
+                         'range: at least 1 (1: detect on every frame).')
+  detect = make_detector(detector, detect_max_side)
+  if not all_faces:
+    return FaceTracker(detect, max_gap, pick, every, track)
+  if every != 1:
+    raise AffectJaxError(
+        f'detect_every={every}: following every face (--all_faces) detects '
+        'on every frame; drop --detect_every (tracking between detections '
+        'follows the largest face only) or --all_faces.')
+  return MultiFaceTracker(detect, max_gap)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
