@@ -58,6 +58,12 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from affect_jax import hugepages
+
+if __name__ == '__main__':  # First: the process may start again with glibc's
+  hugepages.use_huge_pages()  # huge-page setting (affect_jax.hugepages).
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging

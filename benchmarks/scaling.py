@@ -26,6 +26,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from affect_jax import hugepages
+if __name__ == '__main__':  # As affect_jax.main; for both frameworks.
+  hugepages.use_huge_pages()
 
 
 def time_on_devices(n: int, args) -> dict:

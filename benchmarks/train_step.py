@@ -45,6 +45,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from affect_jax import hugepages
+if __name__ == '__main__':  # As affect_jax.main; for both frameworks.
+  hugepages.use_huge_pages()
 import affect_jax  # Sets the XLA flag before JAX starts its backend.
 from affect_jax import losses
 from affect_jax import models
@@ -214,6 +217,7 @@ class Variant:
   compile_s: float | None = None
   flops: float | None = None
   xla_memory_mb: float | None = None  # XLA's buffers: args + temps + outs.
+  compiled: Any = None  # JAX: the compiled step (its HLO, for profiles).
 
 
 def jax_variant(label: str, model, variables, batch,
@@ -245,7 +249,7 @@ def jax_variant(label: str, model, variables, batch,
     jax.block_until_ready(loss)
 
   return Variant(label, 'jax', step, compile_s, (cost or {}).get('flops'),
-                 xla_mb)
+                 xla_mb, compiled)
 
 
 def torch_variant(name: str, label: str, model, batch, *,
