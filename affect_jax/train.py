@@ -479,6 +479,14 @@ def _stop_if_nonfinite(nonfinite: dict[str, int], ds, split, ckpts,
       "on_nonfinite='skip' to skip such steps.")
 
 
+def _copy_to_host_async(tree):
+  """`tree`, its arrays' copies to host memory started (read them later)."""
+  for x in jax.tree.leaves(tree):
+    if isinstance(x, jax.Array) and x.is_fully_addressable:
+      x.copy_to_host_async()
+  return tree
+
+
 def _save_and_stop(ckpts, writer, step, state, loop, signum, name):
   if ckpts.latest.latest_step() != step:
     ckpts.save_latest(step, state, loop)
@@ -625,47 +633,66 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
       input_pipeline.iterate(ds, config.input, start=start), stage.put,
       config.input.get('device_prefetch', 2))
   t_last, step_last, acc = time.time(), start, None
+  check_nonfinite = cfg.get('on_nonfinite', 'stop') == 'stop'
+
+  def write_log(logged: int, metrics) -> None:
+    """The log line of step `logged` from its metrics (fetched here)."""
+    nonlocal t_last, step_last
+    if check_nonfinite:  # Before the state is logged, evaluated or saved.
+      _stop_if_nonfinite(metrics.nonfinite.compute(), ds, train_split, ckpts,
+                         workdir)
+    scalars = metrics.compute()
+    loss = float(scalars['loss'])
+    skipped = scalars['nonfinite']['count']
+    if skipped:
+      loop['skipped_steps'] = loop.get('skipped_steps', 0) + skipped
+      first = scalars['nonfinite']['first_step']
+      print(f'[{name}] skipped {skipped} step(s) with a non-finite loss or '
+            f'gradient since the last log line (first: step {first}, '
+            f'videos {_batch_videos(ds, first, train_split)}); '
+            f'{loop["skipped_steps"]} in all.', flush=True)
+    dt = time.time() - t_last
+    sps = (logged - step_last) / max(dt, 1e-9)
+    print(f'[{name}] step {logged}/{cfg.num_train_steps} '
+          f'(epoch {logged / steps_per_epoch:.1f}) loss {loss:.4f} | '
+          f'{sps:.2f} steps/s {sps * frames_per_step:.0f} frames/s',
+          flush=True)
+    writer.write_scalars(logged, {
+        'train/loss': loss, 'train/grad_norm': float(scalars['grad_norm']),
+        'train/skipped_steps': loop.get('skipped_steps', 0),
+        'train/steps_per_sec': sps,
+        'train/frames_per_sec': sps * frames_per_step,
+        'train/learning_rate': float(learning_rate_schedule(cfg)(logged)),
+        'train/epoch': logged / steps_per_epoch})
+    t_last, step_last = time.time(), logged
+
+  # A log step's metrics start their copy to the host and are read after
+  # the next step is dispatched, so the device never waits for the host's
+  # log line; a step that evaluates, saves or stops reads them at once.
+  pending = None
   step = start
   while step < cfg.num_train_steps and not loop['stopped_early']:
     state, m = stage.train_step(state, next(it))
+    if pending is not None:
+      write_log(*pending)
+      pending = None
     acc = m if acc is None else acc.merge(m)
     step += 1
     log = step % config.log_every_steps == 0 or step == cfg.num_train_steps
     # The same answer on every process (it decides collective saves).
     stopping = _stop_requested(stop, step, config.log_every_steps)
-    if cfg.get('on_nonfinite', 'stop') == 'stop' and (
-        log or step % cfg.eval_every_steps == 0 or stopping or
-        step % cfg.checkpoint_every_steps == 0):
-      # Before the state is logged, evaluated or saved: every step since
-      # the last check, one fetch of two scalars.
+    uses_state = (step % cfg.eval_every_steps == 0 or stopping or
+                  step % cfg.checkpoint_every_steps == 0 or
+                  step == cfg.num_train_steps)
+    if log:
+      pending, acc = (step, _copy_to_host_async(acc)), None
+      if uses_state:
+        write_log(*pending)
+        pending = None
+    elif uses_state and check_nonfinite:
+      # Every step since the last check, one fetch of two scalars.
       _stop_if_nonfinite(acc.nonfinite.compute(), ds, train_split, ckpts,
                          workdir)
-    if log:
-      scalars = acc.compute()
-      acc = None
-      loss = float(scalars['loss'])
-      skipped = scalars['nonfinite']['count']
-      if skipped:
-        loop['skipped_steps'] = loop.get('skipped_steps', 0) + skipped
-        first = scalars['nonfinite']['first_step']
-        print(f'[{name}] skipped {skipped} step(s) with a non-finite loss or '
-              f'gradient since the last log line (first: step {first}, '
-              f'videos {_batch_videos(ds, first, train_split)}); '
-              f'{loop["skipped_steps"]} in all.', flush=True)
-      dt = time.time() - t_last
-      sps = (step - step_last) / max(dt, 1e-9)
-      print(f'[{name}] step {step}/{cfg.num_train_steps} '
-            f'(epoch {step / steps_per_epoch:.1f}) loss {loss:.4f} | '
-            f'{sps:.2f} steps/s {sps * frames_per_step:.0f} frames/s',
-            flush=True)
-      writer.write_scalars(step, {
-          'train/loss': loss, 'train/grad_norm': float(scalars['grad_norm']),
-          'train/skipped_steps': loop.get('skipped_steps', 0),
-          'train/steps_per_sec': sps,
-          'train/frames_per_sec': sps * frames_per_step,
-          'train/learning_rate': float(learning_rate_schedule(cfg)(step)),
-          'train/epoch': step / steps_per_epoch})
-      t_last, step_last = time.time(), step
 
     if step % cfg.eval_every_steps == 0 or step == cfg.num_train_steps:
       t_eval = time.time()
@@ -706,6 +733,8 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
     if stopping:
       _save_and_stop(ckpts, writer, step, state, loop, stop['signum'], name)
 
+  if pending is not None:
+    write_log(*pending)
   if ckpts.latest.latest_step() != step:
     ckpts.save_latest(step, state, loop)
   ckpts.wait()
