@@ -144,3 +144,50 @@ def test_remat_prints_table(capsys):
   printed = capsys.readouterr().out
   assert '| remat=False' in printed and '| remat=True' in printed
   assert 'remat_memory_ratio=' in printed
+
+
+def test_profile_step_shares_out_the_wall_time():
+  from benchmarks import profile_step as ps
+  # A loop (0-100) whose body runs 10-30 and 50-60 on the same thread.
+  pieces = ps._leaf_segments([(0, 100, 'loop'), (10, 30, 'a'), (50, 60, 'b')])
+  assert sorted(pieces) == [(0, 10, 'loop'), (10, 30, 'a'), (30, 50, 'loop'),
+                            (50, 60, 'b'), (60, 100, 'loop')]
+  # Two threads: c and d overlap for 10 ns (split), nothing runs 40-70 (to d,
+  # the last to end: a convolution still computing), then e.
+  got = ps.attribute([(0, 20, 'c'), (10, 40, 'd'), (70, 80, 'e')])
+  assert got == {'c': 15.0, 'd': 55.0, 'e': 10.0}
+  assert sum(got.values()) == 80
+  # The idle time goes to the last asynchronous thunk that ended, if any.
+  assert ps.attribute([(0, 20, 'c'), (10, 40, 'd'), (70, 80, 'e')],
+                      frozenset({'c'})) == {'c': 45.0, 'd': 25.0, 'e': 10.0}
+
+
+def test_profile_step_kinds():
+  from benchmarks import profile_step as ps
+  bwd = 'jit(step)/transpose(jvp(CNNRNN))/trunk/layer1_0/'
+  assert ps.jax_kind(bwd + 'bn2/reduce_sum', 'fusion') == 'BatchNorm bwd'
+  assert ps.jax_kind(bwd + 'conv3/dot_general', 'fusion') == 'conv bwd'
+  assert ps.jax_kind(bwd + 'select_n', 'fusion') == 'ReLU/add bwd'
+  assert ps.jax_kind('jit(step)/jvp(CNNRNN)/trunk/conv1/conv_general_dilated',
+                     'convolution') == 'conv fwd'
+  assert ps.jax_kind('jit(step)/jvp(CNNRNN)/rnn/while/body/dot_general',
+                     'dot') == 'LSTM fwd'
+  assert ps.jax_kind('jit(step)/add', 'fusion') == 'Adam'
+  assert ps.torch_kind('aten::convolution_backward') == 'conv bwd'
+  assert ps.torch_kind('aten::native_batch_norm') == 'BatchNorm fwd'
+  assert ps.torch_kind('aten::_foreach_addcdiv_') == 'Adam'
+
+
+def test_profile_step_prints_table(capsys, tmp_path):
+  from benchmarks import profile_step as ps
+  out = tmp_path / 'p.json'
+  ps.main(['--tiny', '--cores', '1', '--steps', '1', '--warmup', '1',
+           '--json', str(out)])
+  printed = capsys.readouterr().out
+  assert '| conv fwd' in printed and '| step (wall)' in printed
+  assert 'JAX 1 core' in printed and 'torch CL 1 core' in printed
+  runs = json.loads(out.read_text())['runs']
+  assert {r['framework'] for r in runs} == {'jax', 'torch'}
+  jax_run = next(r for r in runs if r['framework'] == 'jax')
+  # The kinds share out the profiled wall time of the JAX step's thunks.
+  assert 0 < sum(jax_run['kinds_ms'].values()) <= 1.05 * jax_run['step_ms']
