@@ -681,9 +681,10 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
     log = step % config.log_every_steps == 0 or step == cfg.num_train_steps
     # The same answer on every process (it decides collective saves).
     stopping = _stop_requested(stop, step, config.log_every_steps)
-    uses_state = (step % cfg.eval_every_steps == 0 or stopping or
-                  step % cfg.checkpoint_every_steps == 0 or
-                  step == cfg.num_train_steps)
+    evaluates = (step % cfg.eval_every_steps == 0 or
+                 step == cfg.num_train_steps)
+    saves = step % cfg.checkpoint_every_steps == 0
+    uses_state = evaluates or saves or stopping
     if log:
       pending, acc = (step, _copy_to_host_async(acc)), None
       if uses_state:
@@ -694,7 +695,7 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
       _stop_if_nonfinite(acc.nonfinite.compute(), ds, train_split, ckpts,
                          workdir)
 
-    if step % cfg.eval_every_steps == 0 or step == cfg.num_train_steps:
+    if evaluates:
       t_eval = time.time()
       results, _ = evaluate(stage.logits_fn(state), eval_split, config.input,
                             config.batch_size, task, output_names)
@@ -728,13 +729,12 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
             + (' -> early stop' if loop['stopped_early'] else ''), flush=True)
       ckpts.save_latest(step, state, loop)
       t_last += time.time() - t_eval
-    elif step % cfg.checkpoint_every_steps == 0:
+    elif saves:
       ckpts.save_latest(step, state, loop)
     if stopping:
       _save_and_stop(ckpts, writer, step, state, loop, stop['signum'], name)
 
-  if pending is not None:
-    write_log(*pending)
+  # The last step evaluates and a stop saves: no log line is pending here.
   if ckpts.latest.latest_step() != step:
     ckpts.save_latest(step, state, loop)
   ckpts.wait()
