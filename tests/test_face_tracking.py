@@ -162,6 +162,26 @@ def test_downscaled_detection_finds_the_same_face(moving):
     assert _iou(full, 2 * box) > 0.7
 
 
+def test_the_tracker_follows_on_the_downscaled_frame(moving):
+  frames, _ = moving
+  # Twice the size (each pixel 2x2): the tracker on it with max_side W sees
+  # exactly the original frames, so its boxes are exactly twice theirs.
+  big = [cv2.resize(f, (2 * W, 2 * H), interpolation=cv2.INTER_NEAREST)
+         for f in frames[:10]]
+  small = face.make_tracker('dlib', 5, every=5, track='correlation')
+  scaled = face.make_tracker('dlib', 5, every=5, track='correlation',
+                             detect_max_side=W)
+  full = face.make_tracker('dlib', 5, every=5, track='correlation')
+  for image, image2 in zip(frames[:10], big):
+    (box, has), (box2, has2) = small(image), scaled(image2)
+    assert has and has2
+    np.testing.assert_array_equal(box2, 2 * box)
+    # On the full-size frame: the same face, followed there.
+    assert _iou(full(image2)[0], box2) > 0.6
+  with pytest.raises(AffectJaxError, match=r'^FaceTracker: detect_max_side'):
+    face.FaceTracker(face.make_detector('dlib'), track_max_side=10)
+
+
 def test_detect_max_side_names_the_config_and_is_recorded(tmp_path):
   prepare.available()
   # pylint: disable=protected-access

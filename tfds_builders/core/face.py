@@ -266,24 +266,31 @@ def make_landmarker(name: str) -> Landmarker | None:
   return landmarks
 
 
-def _correlation_tracker(image: np.ndarray, box: np.ndarray
+def _correlation_tracker(image: np.ndarray, box: np.ndarray,
+                         max_side: int = 0
                          ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
   """dlib's correlation tracker started on `box` of `image`.
+
+  With `max_side` (> 0) it tracks on the frames scaled down as the detector
+  sees them (`_shrink`), the boxes in and out in frame pixels.
 
   Returns a function of the next frame: (peak-to-side-lobe ratio, the face's
   new pixel box, float32 [4], not clipped to the frame).
   """
   dlib = _import_dlib()
   tracker = dlib.correlation_tracker()
-  y0, x0, y1, x1 = (float(v) for v in box)
-  tracker.start_track(np.ascontiguousarray(image),
+  small, scale = _shrink(image, max_side) if max_side else (image, 1.0)
+  y0, x0, y1, x1 = (float(v) * scale for v in box)
+  tracker.start_track(np.ascontiguousarray(small),
                       dlib.drectangle(x0, y0, x1, y1))
 
   def update(frame: np.ndarray) -> tuple[float, np.ndarray]:
+    if max_side:
+      frame = _shrink(frame, max_side)[0]
     psr = tracker.update(np.ascontiguousarray(frame))
     p = tracker.get_position()
     return psr, np.array([p.top(), p.left(), p.bottom(), p.right()],
-                         np.float32)
+                         np.float32) / np.float32(scale)
 
   return update
 
@@ -313,12 +320,16 @@ class FaceTracker:
     tracker keeps following so the next frame can find the face again.
     After a detection that finds nothing there is nothing to follow: the
     frames up to the next detection take its result, as with 'hold'. Every
-    detection frame restarts from the detector's answer.
+    detection frame restarts from the detector's answer. With
+    `track_max_side` N (> 0) the tracker follows the face on the frames
+    scaled down so their long side is at most N pixels (as the detector of
+    `make_detector(name, N)` sees them; `make_tracker` sets both), boxes in
+    frame pixels.
   """
 
   def __init__(self, detector: Detector | None, max_gap: int = 0,
                pick: str = 'largest', every: int = 1, track: str = 'hold',
-               min_psr: float = MIN_PSR):
+               min_psr: float = MIN_PSR, track_max_side: int = 0):
     if pick not in PICKS or every < 1:
       raise AffectJaxError(f'FaceTracker: pick={pick!r} (one of {PICKS}) or '
                            f'every={every} (>= 1) is invalid.')
@@ -331,6 +342,8 @@ class FaceTracker:
     self._every = every
     self._track = track
     self._min_psr = min_psr
+    self._track_max_side = check_detect_max_side(track_max_side,
+                                                 'FaceTracker')
     self._count = 0
     self._result = (None, False)
     self._last = None
@@ -363,7 +376,7 @@ class FaceTracker:
     if box is None:
       return self._missed()
     if self._track == 'correlation' and self._every > 1:
-      self._follow = _correlation_tracker(image, box)
+      self._follow = _correlation_tracker(image, box, self._track_max_side)
     return self._found(box)
 
   def _tracked(self, image: np.ndarray) -> tuple[np.ndarray | None, bool]:
@@ -468,7 +481,9 @@ def make_tracker(detector: str, max_gap: int = 0, pick: str = 'largest',
   Args:
     detector: DETECTORS name ('none': the whole frame or the given box).
     max_gap, pick, every, track: as for `FaceTracker`.
-    detect_max_side: `make_detector`'s `max_side` (0: full resolution).
+    detect_max_side: `make_detector`'s `max_side` (0: full resolution),
+      and the correlation tracker's (`FaceTracker`'s `track_max_side`): the
+      face is found and followed on the same downscaled frame.
     all_faces: a `MultiFaceTracker` of every face instead (detection on
       every frame only).
 
@@ -480,7 +495,8 @@ def make_tracker(detector: str, max_gap: int = 0, pick: str = 'largest',
                          'range: at least 1 (1: detect on every frame).')
   detect = make_detector(detector, detect_max_side)
   if not all_faces:
-    return FaceTracker(detect, max_gap, pick, every, track)
+    return FaceTracker(detect, max_gap, pick, every, track,
+                       track_max_side=check_detect_max_side(detect_max_side))
   if every != 1:
     raise AffectJaxError(
         f'detect_every={every}: following every face (--all_faces) detects '
