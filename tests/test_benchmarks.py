@@ -6,6 +6,7 @@ import json
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -173,6 +174,16 @@ def test_profile_step_kinds():
   assert ps.jax_kind('jit(step)/jvp(CNNRNN)/rnn/while/body/dot_general',
                      'dot') == 'LSTM fwd'
   assert ps.jax_kind('jit(step)/add', 'fusion') == 'Adam'
+  # The pools' HLO, forward and backward, is named so (pooling.SCOPE).
+  from affect_jax.models import pooling  # pylint: disable=g-import-not-at-top
+  loss = lambda x: (pooling.max_pool_3x3_s2(x) ** 2 +
+                    pooling.max_pool_2x2(x)[:, :5, :5]).sum()
+  hlo = jax.jit(jax.grad(loss)).lower(jnp.ones((1, 10, 10, 3))).compile()
+  ops = ps._hlo_ops(hlo.as_text()).values()  # pylint: disable=protected-access
+  pool = [(ps.jax_kind(op, code), 'transpose(' in op) for code, op in ops
+          if pooling.SCOPE in op]
+  assert {kind for kind, _ in pool} <= {'max-pool', 'copies/layout'}
+  assert {bwd for kind, bwd in pool if kind == 'max-pool'} == {False, True}
   assert ps.torch_kind('aten::convolution_backward') == 'conv bwd'
   assert ps.torch_kind('aten::native_batch_norm') == 'BatchNorm fwd'
   assert ps.torch_kind('aten::_foreach_addcdiv_') == 'Adam'

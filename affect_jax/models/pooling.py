@@ -25,6 +25,11 @@ import jax
 import jax.numpy as jnp
 
 
+# The name scope of the pools' HLO (op_name `.../max_pool/...`), by which
+# benchmarks/profile_step.py counts their time.
+SCOPE = 'max_pool'
+
+
 def reshape_keep_batch(x, shape):
   """`jnp.reshape` whose leading (batch) axis keeps its sharding.
 
@@ -77,7 +82,6 @@ def _max_and_argmax(x, padding: int):
   return best, idx
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def max_pool_3x3_s2(x, padding: int = 1):
   """torch's MaxPool2d(3, stride=2, padding=padding) on [N, H, W, C].
 
@@ -92,6 +96,12 @@ def max_pool_3x3_s2(x, padding: int = 1):
   Returns:
     [N, (H + 2p - 3) // 2 + 1, (W + 2p - 3) // 2 + 1, C].
   """
+  with jax.named_scope(SCOPE):
+    return _max_pool_3x3_s2(x, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_3x3_s2(x, padding: int):
   return _max_and_argmax(x, padding)[0]
 
 
@@ -119,7 +129,7 @@ def _pool_bwd(padding, res, g):
   return (grad[:, padding:padding + h, padding:padding + w, :],)
 
 
-max_pool_3x3_s2.defvjp(_pool_fwd, _pool_bwd)
+_max_pool_3x3_s2.defvjp(_pool_fwd, _pool_bwd)
 
 
 def max_pool_2x2(x):
@@ -130,6 +140,7 @@ def max_pool_2x2(x):
   select-and-scatter.
   """
   n, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2, :]
-  return jnp.max(reshape_keep_batch(x, (n, h // 2, 2, w // 2, 2, c)),
-                 axis=(2, 4))
+  with jax.named_scope(SCOPE):
+    x = x[:, :h // 2 * 2, :w // 2 * 2, :]
+    return jnp.max(reshape_keep_batch(x, (n, h // 2, 2, w // 2, 2, c)),
+                   axis=(2, 4))
