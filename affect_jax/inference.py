@@ -112,7 +112,13 @@ def make_mesh(data: int = -1, model: int = 1) -> jax.sharding.Mesh:
       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
-def param_shardings(mesh: jax.sharding.Mesh, tree, min_size: int = 2 ** 16):
+# 2-D kernels of fewer elements stay whole on a model axis: splitting them
+# costs more in collectives than it saves (config.mesh.min_sharded_size).
+MIN_SHARDED_SIZE = 2 ** 16
+
+
+def param_shardings(mesh: jax.sharding.Mesh, tree,
+                    min_size: int | None = None):
   """Shardings of a tree of arrays (parameters, optimizer state, a state).
 
   On a mesh with a `model` axis of M > 1 devices, every 2-D leaf (the
@@ -122,9 +128,11 @@ def param_shardings(mesh: jax.sharding.Mesh, tree, min_size: int = 2 ** 16):
   dimension divisible by M; everything else (convolution kernels, biases,
   BatchNorm, counters, small kernels) is replicated. The rule reads shapes
   only, so Adam's moments get their parameter's sharding. With M = 1 every
-  leaf is replicated (pure data parallelism).
+  leaf is replicated (pure data parallelism). `min_size` None:
+  MIN_SHARDED_SIZE.
   """
   m = mesh.shape['model']
+  min_size = MIN_SHARDED_SIZE if min_size is None else int(min_size)
   replicated = NamedSharding(mesh, P())
 
   def rule(x):

@@ -269,7 +269,7 @@ class Stage:
       self.state_sharding = inference.param_shardings(
           self.mesh, jax.eval_shape(
               lambda: self._create(self._init(self.init_key(0)))),
-          int(mesh_cfg.get('min_sharded_size', 2 ** 16)))
+          mesh_cfg.get('min_sharded_size'))
       variables_sharding = {'params': self.state_sharding.params,
                             'batch_stats': self.state_sharding.batch_stats}
     cw = (jnp.ones((n_out,), jnp.float32) if class_weights is None

@@ -194,7 +194,7 @@ def experiment(name: str, stages: str) -> ml_collections.ConfigDict:
   # Device mesh of the train stages: the batch is split over `data`
   # (-1 = every device / model); `model` > 1 splits the dense and recurrent
   # kernels of at least `min_sharded_size` elements over that many devices
-  # (docs/cluster.md).
+  # (docs/cluster.md; the default is inference.MIN_SHARDED_SIZE).
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1,
                                           min_sharded_size=2 ** 16))
   return c
