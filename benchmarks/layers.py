@@ -9,6 +9,8 @@ all interleaved in one process, median of `--steps`:
 - convolutions (3x3 56x56x64->64, the 7x7/2 stem) with the project's XLA
   setting and with XLA's default YNNPACK convolutions (`compiler_options`
   per function), and torch NCHW / channels-last;
+- the strided 3x3 convolution (layer2_0's) with lax's gradient and with
+  `strided_conv`'s input gradient by phases;
 - the 1x1 convolution as nn.Conv, as a 4-D `jnp.dot` and as the 2-D matmul
   of `resnet.Conv1x1`;
 - max-pool 3x3/2 (`nn.max_pool`, a max of 9 strided slices, the int8-argmax
@@ -20,6 +22,7 @@ all interleaved in one process, median of `--steps`:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -33,6 +36,7 @@ from affect_jax import xla_flags
 from affect_jax.models import pooling
 from affect_jax.models import recurrent
 from affect_jax.models import resnet
+from affect_jax.models import strided_conv
 from benchmarks import harness
 from benchmarks.table import print_table
 
@@ -127,6 +131,18 @@ def cases(b: int, tiny: bool):
       'JAX XLA default (YNNPACK)': jax_case(stem, stem_in, default),
       'torch NCHW': torch_case(ts, stem_in),
       'torch channels-last': torch_case(ts, stem_in, True)}
+  # layer2_0's strided 3x3 (38x38 at a 150 px input; 56x56 at 224 px).
+  side2 = 8 if tiny else 38
+  x128 = normal(b, side2, side2, 128)
+  strided = functools.partial(nn.Conv, 128, (3, 3), (2, 2),
+                              padding=((1, 1), (1, 1)), use_bias=False)
+  t32 = torch.nn.Conv2d(128, 128, 3, 2, 1, bias=False)
+  out[f'conv 3x3/2 {side2}x{side2}x128->128'] = {
+      'JAX nn.Conv (lax gradient)': jax_case(strided(), x128),
+      'JAX strided_conv (input gradient by phases)': jax_case(strided(
+          conv_general_dilated=strided_conv.conv_general_dilated), x128),
+      'torch NCHW': torch_case(t32, x128),
+      'torch channels-last': torch_case(t32, x128, True)}
   kernel = normal(256, 64) * 0.05
   t1 = torch.nn.Conv2d(256, 64, 1, bias=False)
   out['conv 1x1 256->64'] = {

@@ -1,7 +1,8 @@
 """The fast layer forms against the plain Flax layers: values and gradients.
 
 `Conv1x1` (a matmul) against `nn.Conv(k, (1, 1))`, the pools against
-`nn.max_pool`, and the XLA flag's handling of `XLA_FLAGS`.
+`nn.max_pool`, the strided convolution's input gradient by phases against
+lax's, and the XLA flag's handling of `XLA_FLAGS`.
 """
 
 import flax.linen as nn
@@ -13,6 +14,7 @@ import pytest
 from affect_jax import xla_flags
 from affect_jax.models import pooling
 from affect_jax.models import resnet
+from affect_jax.models import strided_conv
 
 
 def _normal(shape, seed: int = 0) -> np.ndarray:
@@ -83,6 +85,60 @@ def test_conv1x1_values_and_grads_match_nn_conv(strides):
   # A sum over N*H*W products, in a different order: float32 rounding.
   np.testing.assert_allclose(gv['params']['kernel'], wv['params']['kernel'],
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('hw,kernel,strides,padding', [
+    ((38, 38), (3, 3), (2, 2), ((1, 1), (1, 1))),  # ResNet's strided 3x3.
+    ((19, 19), (3, 3), (2, 2), ((1, 1), (1, 1))),  # Odd: phases of 10 and 9.
+    ((15, 12), (7, 7), (2, 2), ((3, 3), (3, 3))),  # The stem.
+    ((13, 11), (5, 3), (3, 2), ((2, 0), (0, 1))),  # CNN-M-like, asymmetric.
+    ((9, 8), (3, 3), (4, 1), ((0, 0), (1, 1))),  # Stride > kernel: no taps.
+    ((7, 9), (3, 3), (2, 2), ((5, 0), (0, 0))),  # pad_lo > kernel - 1.
+    ((9, 7), (3, 2), (2, 2), 'SAME'),
+    ((8, 8), (3, 3), (1, 1), ((1, 1), (1, 1))),  # Unstrided: lax itself.
+])
+def test_strided_conv_values_and_grads_match_lax(hw, kernel, strides,
+                                                 padding):
+  x = _normal((2,) + hw + (3,))
+  w = _normal(kernel + (3, 4), 2)
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  fast = lambda x, w: strided_conv.conv_general_dilated(
+      x, w, strides, padding, dimension_numbers=dn)
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, strides, padding, dimension_numbers=dn)
+  cot = _normal(jax.eval_shape(ref, x, w).shape, 1)
+
+  def grads(f):
+    return jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) * cot),
+                            argnums=(0, 1)))(x, w)
+
+  np.testing.assert_array_equal(jax.jit(fast)(x, w), jax.jit(ref)(x, w))
+  (gx, gw), (wx, ww) = grads(fast), grads(ref)
+  # Sums of up to 3 * 4 * taps products of order 1, in another order.
+  np.testing.assert_allclose(gx, wx, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(gw, ww)  # lax's own weight gradient.
+  # Where no kernel tap meets an input pixel, its gradient is exactly 0.
+  if strides[0] > kernel[0]:
+    assert not np.any(gx[:, kernel[0]::strides[0]])
+
+
+def test_strided_conv_in_nn_conv_keeps_its_parameters_and_values():
+  x = _normal((2, 10, 9, 3))
+  ref = nn.Conv(5, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  fast = nn.Conv(5, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                 conv_general_dilated=strided_conv.conv_general_dilated)
+  variables = ref.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(fast.init(jax.random.PRNGKey(0), x)) == (
+      jax.tree.structure(variables))
+  np.testing.assert_array_equal(fast.apply(variables, x),
+                                ref.apply(variables, x))
+  cot = _normal(ref.apply(variables, x).shape, 1)
+  grad = lambda m: jax.grad(
+      lambda v, x: jnp.sum(m.apply(v, x) * cot), argnums=(0, 1))(
+          variables, x)
+  for got, want in zip(jax.tree.leaves(grad(fast)),
+                       jax.tree.leaves(grad(ref))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_xla_flag_appended_to_users_flags():

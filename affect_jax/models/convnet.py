@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from affect_jax.models import pooling
+from affect_jax.models import strided_conv
 from affect_jax.models.resnet import BN_EPSILON, BN_MOMENTUM
 
 # torchvision's VGG / AlexNet init: kaiming_normal_(fan_out, relu) for convs,
@@ -184,6 +185,7 @@ class ConvNet(nn.Module):
         _, feats, k, s, p, bias = spec
         x = nn.Conv(feats, (k, k), strides=(s, s), padding=_padding(p),
                     use_bias=bias, dtype=self.dtype, kernel_init=_conv_init,
+                    conv_general_dilated=strided_conv.conv_general_dilated,
                     name=name)(x)
       elif kind == 'pool':
         x = _max_pool(x, *spec[1:])

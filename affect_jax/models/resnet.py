@@ -24,9 +24,10 @@ pixel. One numerical difference remains: Flax updates the running variance
 with the biased batch variance, torch with the unbiased one (larger by
 n / (n - 1), n = N * H * W values per channel).
 
-For speed on XLA:CPU the 1x1 convolutions are matmuls (`Conv1x1`) and the
-max-pool has a hand-written gradient (`pooling.max_pool_3x3_s2`); both
-compute the same values with the same parameters as nn.Conv / nn.max_pool
+For speed on XLA:CPU the 1x1 convolutions are matmuls (`Conv1x1`), the
+max-pool has a hand-written gradient (`pooling.max_pool_3x3_s2`) and so has
+the input of the strided 3x3 convolutions (`strided_conv`); all compute the
+same values with the same parameters as nn.Conv / nn.max_pool
 (tests/test_layers.py; docs/BENCHMARKS.md has the timings).
 """
 
@@ -38,6 +39,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from affect_jax.models import strided_conv
 from affect_jax.models.pooling import max_pool_3x3_s2, reshape_keep_batch
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), an
@@ -171,8 +173,10 @@ class ResNet(nn.Module):
       [N, 32 * width] pooled features if `num_classes` is None, else
       [N, num_classes] logits, in `dtype`.
     """
-    conv = functools.partial(nn.Conv, use_bias=False, padding='VALID',
-                             dtype=self.dtype, kernel_init=conv_kernel_init)
+    conv = functools.partial(
+        nn.Conv, use_bias=False, padding='VALID', dtype=self.dtype,
+        kernel_init=conv_kernel_init,
+        conv_general_dilated=strided_conv.conv_general_dilated)
     conv1x1 = functools.partial(Conv1x1, dtype=self.dtype)
     norm = functools.partial(
         nn.BatchNorm, use_running_average=self.frozen_bn or not train,
