@@ -27,6 +27,51 @@ PEAK_BF16_FLOPS = {
 }
 
 
+def _cpu_times() -> list[int] | None:
+  """/proc/stat's machine-wide CPU ticks: user, nice, system, idle, iowait,
+  irq, softirq, steal (None off Linux)."""
+  try:
+    with open('/proc/stat') as f:
+      fields = f.readline().split()
+    return [int(v) for v in fields[1:9]]
+  except (OSError, ValueError):
+    return None
+
+
+_CPU_TIMES_AT_IMPORT = _cpu_times()
+
+
+def steal_share(since: list[int] | None = None) -> float | None:
+  """Share of the machine's CPU time its hypervisor took away ("steal").
+
+  Counted since `since` (a `_cpu_times()` reading), by default since this
+  module was imported. On a shared virtual machine other guests' load shows
+  here, not in the load average, and slows every variant unevenly: compare
+  runs with little steal. None where /proc/stat has no steal column.
+  """
+  now, start = _cpu_times(), since or _CPU_TIMES_AT_IMPORT
+  if now is None or start is None or len(now) < 8 or len(start) < 8:
+    return None
+  delta = [a - b for a, b in zip(now, start)]
+  return delta[7] / sum(delta) if sum(delta) > 0 else None
+
+
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), with its widest vector ISA."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      info = f.read()
+  except OSError:
+    return platform.processor() or platform.machine()
+  name = next((line.split(':', 1)[1].strip() for line in info.splitlines()
+               if line.startswith('model name')), platform.machine())
+  flags = next((line.split(':', 1)[1].split() for line in info.splitlines()
+                if line.startswith('flags')), [])
+  isa = ('AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags
+         else None)
+  return f'{name} ({isa})' if isa else name
+
+
 def peak_flops(device_kind: str) -> float | None:
   """bf16 peak FLOP/s of a device kind, None when not in the table."""
   hits = [k for k in PEAK_BF16_FLOPS if k.lower() in device_kind.lower()]
@@ -132,6 +177,8 @@ def environment() -> dict[str, Any]:
       'cpu_threads': cpu_threads(),
       'machine': platform.machine(),
       'processor': platform.processor(),
+      'cpu_model': cpu_model(),
+      'cpu_steal_share': steal_share(),
       'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
       'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None,
   }
@@ -157,8 +204,12 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 
 def describe(line: str) -> None:
-  """The caption printed above a table: the setting, device and load."""
+  """The caption printed above a table: the setting, device, CPU, load and
+  the CPU time stolen by the hypervisor since the script started."""
   import jax  # pylint: disable=g-import-not-at-top
   load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+  steal = steal_share()
+  steal = '' if steal is None else f', steal {100 * steal:.0f}%'
   print(f'\n{line}; {jax.devices()[0].device_kind} x{jax.device_count()}, '
-        f'{cpu_threads()} CPU threads, load {load:.1f}\n')
+        f'{cpu_model()}, {cpu_threads()} CPU threads, load {load:.1f}'
+        f'{steal}\n')

@@ -202,3 +202,18 @@ def test_profile_step_prints_table(capsys, tmp_path):
   jax_run = next(r for r in runs if r['framework'] == 'jax')
   # The kinds share out the profiled wall time of the JAX step's thunks.
   assert 0 < sum(jax_run['kinds_ms'].values()) <= 1.05 * jax_run['step_ms']
+
+
+def test_steal_share_and_cpu_model_from_proc(monkeypatch):
+  from benchmarks import harness
+  # user nice system idle iowait irq softirq steal, in ticks.
+  start = [100, 0, 50, 800, 0, 0, 0, 50]
+  monkeypatch.setattr(harness, '_cpu_times',
+                      lambda: [160, 0, 70, 900, 0, 0, 0, 70])
+  # 20 of the 200 ticks since `start` were stolen.
+  assert harness.steal_share(start) == pytest.approx(0.1)
+  monkeypatch.setattr(harness, '_cpu_times', lambda: None)
+  assert harness.steal_share(start) is None
+  monkeypatch.setattr(harness, '_cpu_times', lambda: start)
+  assert harness.steal_share(start) is None  # No time has passed.
+  assert harness.cpu_model()  # A name on any machine.
