@@ -81,28 +81,29 @@ def _input_grad_by_phases(dy, kernel, strides, padding, in_shape, precision):
   return dx[:, :in_shape[1], :in_shape[2]]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _strided_conv(x, kernel, strides, padding, precision):
+def _conv(x, kernel, strides, padding, precision):
   return lax.conv_general_dilated(x, kernel, strides, padding,
                                   dimension_numbers=_NHWC,
                                   precision=precision)
 
 
+_strided_conv = jax.custom_vjp(_conv, nondiff_argnums=(2, 3, 4))
+
+
 def _strided_conv_fwd(x, kernel, strides, padding, precision):
-  return _strided_conv(x, kernel, strides, padding, precision), (x, kernel)
+  return _conv(x, kernel, strides, padding, precision), (x, kernel)
 
 
 def _strided_conv_bwd(strides, padding, precision, res, dy):
   x, kernel = res
-  conv = lambda x, w: lax.conv_general_dilated(
-      x, w, strides, padding, dimension_numbers=_NHWC, precision=precision)
-  _, lax_vjp = jax.vjp(conv, x, kernel)
+  conv = functools.partial(_conv, strides=strides, padding=padding,
+                           precision=precision)
   dw = jax.vjp(lambda w: conv(x, w), kernel)[1](dy)[0]
   dx = lax.platform_dependent(
       dy, kernel,
       cpu=lambda dy, w: _input_grad_by_phases(dy, w, strides, padding,
                                               x.shape, precision),
-      default=lambda dy, w: lax_vjp(dy)[0])
+      default=lambda dy, w: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0])
   return dx, dw
 
 

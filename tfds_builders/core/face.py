@@ -496,7 +496,7 @@ def make_tracker(detector: str, max_gap: int = 0, pick: str = 'largest',
   detect = make_detector(detector, detect_max_side)
   if not all_faces:
     return FaceTracker(detect, max_gap, pick, every, track,
-                       track_max_side=check_detect_max_side(detect_max_side))
+                       track_max_side=detect_max_side)
   if every != 1:
     raise AffectJaxError(
         f'detect_every={every}: following every face (--all_faces) detects '
