@@ -4,6 +4,7 @@
   python benchmarks/train_step.py --models all --xla_default --torch_compile
   python benchmarks/train_step.py --frames 150 --dtype bfloat16   # a GPU
   taskset -c 0 python benchmarks/train_step.py      # one core, both sides
+  python benchmarks/train_step.py --separate --rounds 3   # the CPU headline
 
 One optimisation step (forward, CCC loss, backward, Adam) of
 - `resnet50_lstm`: RealEyes (tzirakis2019): ResNet-50 per frame -> 2-layer
@@ -20,7 +21,11 @@ from the torch model's weights, and tests/test_benchmarks.py checks that the
 two compute the same loss and gradients, so the comparison is like for like.
 
 All variants run interleaved in one process on the same batch (median of
-`--steps` after `--warmup`). The table gives ms/step, steps/s, frames/s,
+`--steps` after `--warmup`); with `--separate` each variant runs alone in a
+fresh process (in one process JAX pays page faults that it does not pay
+alone), and `--rounds R` repeats that sequence R times, every other round
+reversed, reporting each variant's median over rounds and the ratio per
+round, so that a slow phase of the machine hits both frameworks. The table gives ms/step, steps/s, frames/s,
 peak memory (on a GPU the device's peak; on CPU, with --memory, the growth
 of resident memory over two steps of the variant run alone in a fresh
 process), XLA's own buffer total for the JAX step, the compilation time
@@ -38,6 +43,7 @@ import argparse
 import dataclasses
 import functools
 import os
+import statistics
 import sys
 from typing import Any
 
@@ -350,18 +356,20 @@ def _memory_child(name: str, index: int, args) -> None:
   rss.close()
 
 
-def _in_children(name: str, count: int, child_flag: str, own_flag: str,
+def _in_children(name: str, indices, child_flag: str, own_flags: tuple[str, ...],
                  argv: list[str]) -> list[dict]:
-  """Runs this script once per variant index `i < count` in a fresh
-  process, `child_flag i` with the parent's `argv` less `own_flag`,
-  `--models` and `--json`; returns each child's last output line as JSON.
+  """Runs this script once per variant index in `indices`, in that order,
+  each in a fresh process: `child_flag i` with the parent's `argv` less
+  `own_flags`, `--models` and `--json`; returns each child's last output
+  line as JSON.
   """
   import json
   import subprocess
-  child_argv = _strip_value_flags([a for a in argv if a != own_flag],
-                                  ('--models', '--json'))
+  child_argv = _strip_value_flags(
+      [a for a in argv if a not in own_flags],
+      ('--models', '--json', '--rounds'))
   out = []
-  for i in range(count):
+  for i in indices:
     res = subprocess.run(
         [sys.executable, __file__, '--models', name, child_flag, str(i)]
         + child_argv, check=True, capture_output=True, text=True)
@@ -371,7 +379,8 @@ def _in_children(name: str, count: int, child_flag: str, own_flag: str,
 
 def measure_memory(name: str, count: int, argv: list[str]) -> list[dict]:
   """Peak RSS growth of each variant's steps, each in a fresh process."""
-  return _in_children(name, count, '--memory_child', '--memory', argv)
+  return _in_children(name, range(count), '--memory_child', ('--memory',),
+                      argv)
 
 
 def _time_child(name: str, index: int, args) -> None:
@@ -387,14 +396,35 @@ def _time_child(name: str, index: int, args) -> None:
 
 def time_separately(name: str, args, argv: list[str]
                     ) -> tuple[list[Variant], dict[str, dict[str, Any]]]:
-  """Each variant timed alone in a fresh process, one after the other."""
+  """Each variant timed alone in a fresh process, one after the other.
+
+  With `args.rounds` > 1 the whole sequence runs that many times, every
+  other round in reverse order (A B C, C B A, ...), so that a machine whose
+  speed drifts over minutes slows all variants alike; each variant's
+  'median_s' is then the median of its rounds' medians, and 'round_s' keeps
+  the per-round medians (in the order the rounds ran).
+  """
   count = len(variants(name, _shape(args), args, only=-1))
-  vs, timed = [], {}
-  for r in _in_children(name, count, '--time_child', '--separate', argv):
-    vs.append(Variant(r['variant'], r['framework'], None, r['compile_s'],
-                      r['flops'], r['xla_memory_mb']))
-    timed[r['variant']] = r['timed']
-  return vs, timed
+  vs, runs = {}, {}
+  for k in range(args.rounds):
+    order = range(count) if k % 2 == 0 else reversed(range(count))
+    for r in _in_children(name, list(order), '--time_child', ('--separate',),
+                          argv):
+      vs.setdefault(r['variant'], Variant(
+          r['variant'], r['framework'], None, r['compile_s'], r['flops'],
+          r['xla_memory_mb']))
+      runs.setdefault(r['variant'], []).append(r['timed'])
+  timed = {}
+  for label, per_round in runs.items():
+    timed[label] = {
+        'first_s': per_round[0]['first_s'],
+        'times_s': [t for r in per_round for t in r['times_s']],
+        'round_s': [r['median_s'] for r in per_round],
+        'median_s': statistics.median(r['median_s'] for r in per_round),
+        'minor_faults': statistics.median(r['minor_faults']
+                                          for r in per_round),
+        'system_s': statistics.median(r['system_s'] for r in per_round)}
+  return list(vs.values()), timed
 
 
 def run_model(name: str, shape: Shape, args,
@@ -431,6 +461,7 @@ def run_model(name: str, shape: Shape, args,
         'mfu': v.flops / s / peak if v.flops and peak and on_gpu else None,
         'times_s': t['times_s'], 'minor_faults_per_step': t['minor_faults'],
         'system_s_per_step': t['system_s'],
+        'round_ms': [1000 * r for r in t.get('round_s', [])],
     })
   return rows
 
@@ -443,6 +474,14 @@ def throughput_ratio(rows: list[dict[str, Any]]) -> float | None:
   if not jax_rows or not torch_rows:
     return None
   return max(jax_rows) / max(torch_rows)
+
+
+def round_ratios(rows: list[dict[str, Any]]) -> list[float]:
+  """`throughput_ratio` of each round of `--separate --rounds` (from the
+  rounds' median step times); empty without rounds."""
+  count = min((len(r['round_ms']) for r in rows), default=0)
+  return [throughput_ratio([dict(r, frames_per_s=1000 / r['round_ms'][k])
+                            for r in rows]) for k in range(count)]
 
 
 def _shape(args) -> Shape:
@@ -498,6 +537,10 @@ def main(argv=None):
   p.add_argument('--separate', action='store_true',
                  help='time each variant alone in its own fresh process '
                  '(one after the other) instead of interleaved in one')
+  p.add_argument('--rounds', type=int, default=1,
+                 help='with --separate: run the sequence of processes this '
+                 'many times, every other round reversed; report each '
+                 "variant's median over rounds and the ratio per round")
   p.add_argument('--time_child', type=int, default=None,
                  help=argparse.SUPPRESS)
   p.add_argument('--tiny', action='store_true',
@@ -505,6 +548,9 @@ def main(argv=None):
   p.add_argument('--json', default=None, help='write the results here')
   argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
+  if args.rounds < 1 or (args.rounds > 1 and not args.separate):
+    p.error('--rounds takes a count >= 1, and more than 1 only with '
+            '--separate (interleaved steps already alternate)')
   names = MODELS if args.models == 'all' else tuple(args.models.split(','))
   shape = _shape(args)
   if not args.no_torch:
@@ -535,7 +581,9 @@ def main(argv=None):
       f'{shape.frames} frames at {shape.size}x{shape.size}, width '
       f'{shape.width}, median of {args.steps} '
       + ('steps, each variant alone in its own process' if args.separate
-         else 'interleaved steps'))
+         else 'interleaved steps')
+      + (f', {args.rounds} rounds (every other one reversed), the median '
+         'over rounds' if args.rounds > 1 else ''))
   print_table(
       ['model: variant', 'ms/step', 'steps/s', 'frames/s', 'peak MB',
        'XLA MB', 'compile s', 'first step s', 'GFLOP/step', 'TFLOP/s', 'MFU',
@@ -552,8 +600,15 @@ def main(argv=None):
        for r in rows])
   ratios = {n: throughput_ratio([r for r in rows if r['model'] == n])
             for n in names}
+  per_round = {n: round_ratios([r for r in rows if r['model'] == n])
+               for n in names}
   harness.write_json(args.json, {'shape': dataclasses.asdict(shape),
-                                 'rows': rows, 'ratios': ratios})
+                                 'rows': rows, 'ratios': ratios,
+                                 'round_ratios': per_round})
+  for n, rs in per_round.items():
+    if len(rs) > 1 and all(r is not None for r in rs):
+      print(f'{n}: jax_over_torch_train_throughput by round (in run order): '
+            + ' '.join(f'{r:.2f}' for r in rs))
   for n, ratio in ratios.items():
     if ratio is not None and len(names) > 1:
       print(f'{n}: jax_over_torch_train_throughput={ratio:.2f}')

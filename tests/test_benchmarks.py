@@ -85,12 +85,28 @@ def test_train_step_memory_in_a_child_process(capsys, tmp_path):
 def test_train_step_each_variant_alone_in_its_process(capsys, tmp_path):
   out = tmp_path / 'r.json'
   ts.main(['--tiny', '--steps', '2', '--warmup', '1', '--no_torch',
-           '--separate', '--json', str(out)])
+           '--separate', '--rounds', '2', '--json', str(out)])
   rows = json.loads(out.read_text())['rows']
   assert [r['variant'] for r in rows] == ['JAX/Flax jit']
-  assert len(rows[0]['times_s']) == 2 and rows[0]['compile_s'] > 0
+  # Two rounds of two timed steps; the row's time is the rounds' median.
+  assert len(rows[0]['times_s']) == 4 and len(rows[0]['round_ms']) == 2
+  assert rows[0]['ms_per_step'] == pytest.approx(
+      sum(rows[0]['round_ms']) / 2)
+  assert rows[0]['compile_s'] > 0
   assert rows[0]['minor_faults_per_step'] >= 0
-  assert 'each variant alone in its own process' in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert 'each variant alone in its own process, 2 rounds' in printed
+  with pytest.raises(SystemExit):  # Rounds only for separate processes.
+    ts.main(['--tiny', '--no_torch', '--rounds', '2'])
+
+
+def test_round_ratios_per_round_against_the_fastest_torch():
+  rows = [{'framework': 'jax', 'variant': 'JAX/Flax jit',
+           'round_ms': [100.0, 200.0]},
+          {'framework': 'torch', 'variant': 'a', 'round_ms': [50.0, 400.0]},
+          {'framework': 'torch', 'variant': 'b', 'round_ms': [80.0, 100.0]}]
+  assert ts.round_ratios(rows) == pytest.approx([0.5, 0.5])
+  assert ts.round_ratios([dict(r, round_ms=[]) for r in rows]) == []
 
 
 def test_inference_prints_table(capsys):
@@ -217,3 +233,46 @@ def test_steal_share_and_cpu_model_from_proc(monkeypatch):
   monkeypatch.setattr(harness, '_cpu_times', lambda: start)
   assert harness.steal_share(start) is None  # No time has passed.
   assert harness.cpu_model()  # A name on any machine.
+
+
+def test_conv_parts_finds_the_trunks_convolutions():
+  from benchmarks import conv_parts
+  convs = conv_parts.trunk_convs(2, 150)
+  # ResNet-50: the stem, 3 per bottleneck x 16, 4 projection shortcuts.
+  assert sum(count for _, _, count in convs) == 53
+  names = [conv_parts.describe_conv(m, s)[0] for m, s, _ in convs]
+  assert names[0] == '7x7/2 150x150x3->64'
+  assert '3x3/2 38x38x128->128' in names and '1x1/2 38x38x256->512' in names
+  assert len(set(names)) == len(names) == 23
+
+
+def test_conv_parts_torch_computes_the_same_three_parts():
+  from benchmarks import conv_parts
+  torch = pytest.importorskip('torch')
+  for module, shape, _ in conv_parts.trunk_convs(2, 32, width=4,
+                                                 stage_sizes=(1, 1)):
+    arrays = conv_parts.operands(module, shape)
+    ours = conv_parts.jax_parts(module, *arrays)
+    theirs = conv_parts.torch_parts(module, *arrays)
+    as_nhwc = lambda t: t.detach().permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours['fwd'](), as_nhwc(theirs['fwd']()),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours['dx'](), as_nhwc(theirs['dx']()),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(  # OIHW -> HWIO.
+        ours['dw']()['params']['kernel'],
+        theirs['dw']().detach().permute(2, 3, 1, 0).numpy(),
+        rtol=1e-4, atol=1e-4)
+    assert isinstance(theirs['fwd'](), torch.Tensor)
+
+
+def test_conv_parts_prints_table(capsys, tmp_path):
+  from benchmarks import conv_parts
+  out = tmp_path / 'c.json'
+  conv_parts.main(['--tiny', '--batch', '2', '--steps', '1', '--warmup', '1',
+                   '--json', str(out)])
+  printed = capsys.readouterr().out
+  assert '| total (x count; no stem dx)' in printed and 'JAX / torch by part' in printed
+  result = json.loads(out.read_text())
+  assert sum(r['count'] for r in result['rows']) == 9  # 1 + 2 x 3 + 2.
+  assert result['totals_ms']['jax dw'] > 0
