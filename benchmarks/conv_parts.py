@@ -139,14 +139,7 @@ def main(argv=None):
                  help='a 2-stage width-4 trunk on 32 px (a smoke test)')
   p.add_argument('--json', default=None)
   args = p.parse_args(argv)
-  with_torch = not args.no_torch
-  if with_torch:
-    try:
-      import torch
-      torch.set_num_threads(harness.cpu_threads())
-    except ImportError:
-      print('(PyTorch not installed: pip install -e ".[torch]")')
-      with_torch = False
+  with_torch = not args.no_torch and harness.torch_available()
   kwargs = dict(width=4, stage_sizes=(1, 1)) if args.tiny else {}
   size = 32 if args.tiny else args.size
   rows = []

@@ -86,6 +86,18 @@ def cpu_threads() -> int:
     return os.cpu_count() or 1
 
 
+def torch_available() -> bool:
+  """Whether PyTorch imports; if so, sets its threads to `cpu_threads()`,
+  and if not, says how to install it."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print('(PyTorch not installed: pip install -e ".[torch]")')
+    return False
+  torch.set_num_threads(cpu_threads())
+  return True
+
+
 def _rss_bytes() -> int:
   with open('/proc/self/statm') as f:
     return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')

@@ -356,17 +356,17 @@ def _memory_child(name: str, index: int, args) -> None:
   rss.close()
 
 
-def _in_children(name: str, indices, child_flag: str, own_flags: tuple[str, ...],
+def _in_children(name: str, indices, child_flag: str, own_flag: str,
                  argv: list[str]) -> list[dict]:
   """Runs this script once per variant index in `indices`, in that order,
   each in a fresh process: `child_flag i` with the parent's `argv` less
-  `own_flags`, `--models` and `--json`; returns each child's last output
-  line as JSON.
+  `own_flag`, `--models`, `--json` and `--rounds`; returns each child's
+  last output line as JSON.
   """
   import json
   import subprocess
   child_argv = _strip_value_flags(
-      [a for a in argv if a not in own_flags],
+      [a for a in argv if a != own_flag],
       ('--models', '--json', '--rounds'))
   out = []
   for i in indices:
@@ -379,7 +379,7 @@ def _in_children(name: str, indices, child_flag: str, own_flags: tuple[str, ...]
 
 def measure_memory(name: str, count: int, argv: list[str]) -> list[dict]:
   """Peak RSS growth of each variant's steps, each in a fresh process."""
-  return _in_children(name, range(count), '--memory_child', ('--memory',),
+  return _in_children(name, range(count), '--memory_child', '--memory',
                       argv)
 
 
@@ -408,7 +408,7 @@ def time_separately(name: str, args, argv: list[str]
   vs, runs = {}, {}
   for k in range(args.rounds):
     order = range(count) if k % 2 == 0 else reversed(range(count))
-    for r in _in_children(name, list(order), '--time_child', ('--separate',),
+    for r in _in_children(name, list(order), '--time_child', '--separate',
                           argv):
       vs.setdefault(r['variant'], Variant(
           r['variant'], r['framework'], None, r['compile_s'], r['flops'],
@@ -477,8 +477,9 @@ def throughput_ratio(rows: list[dict[str, Any]]) -> float | None:
 
 
 def round_ratios(rows: list[dict[str, Any]]) -> list[float]:
-  """`throughput_ratio` of each round of `--separate --rounds` (from the
-  rounds' median step times); empty without rounds."""
+  """`throughput_ratio` of each round of `--separate` (from the rounds'
+  median step times; one round unless `--rounds`); empty when the variants
+  ran interleaved."""
   count = min((len(r['round_ms']) for r in rows), default=0)
   return [throughput_ratio([dict(r, frames_per_s=1000 / r['round_ms'][k])
                             for r in rows]) for k in range(count)]
@@ -553,13 +554,8 @@ def main(argv=None):
             '--separate (interleaved steps already alternate)')
   names = MODELS if args.models == 'all' else tuple(args.models.split(','))
   shape = _shape(args)
-  if not args.no_torch:
-    try:
-      import torch
-      torch.set_num_threads(harness.cpu_threads())
-    except ImportError:
-      print('(PyTorch not installed: pip install -e ".[torch]")')
-      args.no_torch = True
+  if not args.no_torch and not harness.torch_available():
+    args.no_torch = True
   if args.memory_child is not None:
     _memory_child(names[0], args.memory_child, args)
     return
