@@ -134,6 +134,19 @@ class RssPeak:
     self._stop.set()
 
 
+def timed_call(step: Callable[[], Any]) -> dict[str, float]:
+  """One blocking `step()`: its wall time and the process's minor page
+  faults and kernel CPU seconds during it ('times_s', 'minor_faults',
+  'system_s')."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  t = time.perf_counter()
+  step()
+  wall = time.perf_counter() - t
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  return {'times_s': wall, 'minor_faults': after.ru_minflt - usage.ru_minflt,
+          'system_s': after.ru_stime - usage.ru_stime}
+
+
 def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
                 warmup: int) -> dict[str, dict[str, Any]]:
   """Times each zero-argument `steps[name]()` (which must block until done).
@@ -158,13 +171,8 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
     for _ in range(rounds):
       for name, step in steps.items():
         start = rss.reset()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        t = time.perf_counter()
-        step()
-        out[name]['times_s'].append(time.perf_counter() - t)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        out[name]['minor_faults'].append(after.ru_minflt - usage.ru_minflt)
-        out[name]['system_s'].append(after.ru_stime - usage.ru_stime)
+        for key, value in timed_call(step).items():
+          out[name][key].append(value)
         peak = rss.peak_above(start)
         if peak is not None:
           out[name]['peak_rss_mb'] = max(out[name]['peak_rss_mb'], peak)

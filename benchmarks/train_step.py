@@ -5,6 +5,7 @@
   python benchmarks/train_step.py --frames 150 --dtype bfloat16   # a GPU
   taskset -c 0 python benchmarks/train_step.py      # one core, both sides
   python benchmarks/train_step.py --separate --rounds 3   # the CPU headline
+  python benchmarks/train_step.py --lockstep --steps 9   # steps in turn
 
 One optimisation step (forward, CCC loss, backward, Adam) of
 - `resnet50_lstm`: RealEyes (tzirakis2019): ResNet-50 per frame -> 2-layer
@@ -25,7 +26,10 @@ All variants run interleaved in one process on the same batch (median of
 fresh process (in one process JAX pays page faults that it does not pay
 alone), and `--rounds R` repeats that sequence R times, every other round
 reversed, reporting each variant's median over rounds and the ratio per
-round, so that a slow phase of the machine hits both frameworks. The table gives ms/step, steps/s, frames/s,
+round, so that a slow phase of the machine hits both frameworks. With
+`--lockstep` the variants' processes are all started (and warmed up) first
+and then take one step each in turn, every other round reversed: separate
+processes, and the machine's drift over seconds shared alike. The table gives ms/step, steps/s, frames/s,
 peak memory (on a GPU the device's peak; on CPU, with --memory, the growth
 of resident memory over two steps of the variant run alone in a fresh
 process), XLA's own buffer total for the JAX step, the compilation time
@@ -394,6 +398,83 @@ def _time_child(name: str, index: int, args) -> None:
                     'timed': timed[v.name]}))
 
 
+def _step_child(name: str, index: int, args) -> None:
+  """Builds variant `index` and warms it up, prints a JSON header line, then
+  runs one timed step per line read from stdin (a JSON line each) to EOF."""
+  import json
+  import time
+  v = variants(name, _shape(args), args, only=index)[index]
+  t = time.perf_counter()
+  v.step()
+  first_s = time.perf_counter() - t
+  for _ in range(args.warmup - 1):
+    v.step()
+  print(json.dumps({'variant': v.name, 'framework': v.framework,
+                    'compile_s': v.compile_s, 'flops': v.flops,
+                    'xla_memory_mb': v.xla_memory_mb, 'first_s': first_s}),
+        flush=True)
+  for _ in sys.stdin:
+    print(json.dumps(harness.timed_call(v.step)), flush=True)
+
+
+def _json_line(proc, what: str) -> dict:
+  """The next JSON object line of child `proc`'s stdout (others skipped)."""
+  import json
+  for line in proc.stdout:
+    if line.startswith('{'):
+      return json.loads(line)
+  raise RuntimeError(f'the {what} process exited with status {proc.wait()} '
+                     'before it answered; its error is printed above')
+
+
+def time_lockstep(name: str, args, argv: list[str]
+                  ) -> tuple[list[Variant], dict[str, dict[str, Any]]]:
+  """Each variant in its own process, all alive at once, stepping in turn.
+
+  The processes are started and warmed up one after the other; then each
+  of the `args.steps` rounds asks every process for one step, in turn (every
+  other round in reverse order), and waits for it, so that no two steps
+  overlap and a drift of the machine's speed over seconds hits all variants
+  alike, while no variant shares its process (its heap, its page faults)
+  with another. 'round_s' is each step's time, one round per step.
+  """
+  import subprocess
+  count = len(variants(name, _shape(args), args, only=-1))
+  child_argv = _strip_value_flags([a for a in argv if a != '--lockstep'],
+                                  ('--models', '--json', '--rounds'))
+  procs, heads = [], []
+  try:
+    for i in range(count):
+      procs.append(subprocess.Popen(
+          [sys.executable, __file__, '--models', name, '--step_child', str(i)]
+          + child_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+          text=True))
+      heads.append(_json_line(procs[-1], f'variant {i}'))
+    steps = [[] for _ in procs]
+    for k in range(args.steps):
+      for i in (range(count) if k % 2 == 0 else reversed(range(count))):
+        procs[i].stdin.write('step\n')
+        procs[i].stdin.flush()
+        steps[i].append(_json_line(procs[i], heads[i]['variant']))
+  finally:
+    for proc in procs:
+      if proc.stdin:
+        proc.stdin.close()
+      proc.wait(timeout=60)
+  vs, timed = [], {}
+  for h, per_step in zip(heads, steps):
+    vs.append(Variant(h['variant'], h['framework'], None, h['compile_s'],
+                      h['flops'], h['xla_memory_mb']))
+    times = [r['times_s'] for r in per_step]
+    timed[h['variant']] = {
+        'first_s': h['first_s'], 'times_s': times, 'round_s': times,
+        'median_s': statistics.median(times),
+        'minor_faults': statistics.median(r['minor_faults']
+                                          for r in per_step),
+        'system_s': statistics.median(r['system_s'] for r in per_step)}
+  return vs, timed
+
+
 def time_separately(name: str, args, argv: list[str]
                     ) -> tuple[list[Variant], dict[str, dict[str, Any]]]:
   """Each variant timed alone in a fresh process, one after the other.
@@ -432,6 +513,8 @@ def run_model(name: str, shape: Shape, args,
   """Times every variant of one model; returns one row dict per variant."""
   if args.separate:
     vs, timed = time_separately(name, args, list(argv))
+  elif args.lockstep:
+    vs, timed = time_lockstep(name, args, list(argv))
   else:
     vs = variants(name, shape, args)
     timed = harness.interleaved({v.name: v.step for v in vs}, args.steps,
@@ -542,7 +625,13 @@ def main(argv=None):
                  help='with --separate: run the sequence of processes this '
                  'many times, every other round reversed; report each '
                  "variant's median over rounds and the ratio per round")
+  p.add_argument('--lockstep', action='store_true',
+                 help='each variant in its own process, all started first, '
+                 'then stepping in turn (every other round reversed): the '
+                 'same drift for all, no shared process')
   p.add_argument('--time_child', type=int, default=None,
+                 help=argparse.SUPPRESS)
+  p.add_argument('--step_child', type=int, default=None,
                  help=argparse.SUPPRESS)
   p.add_argument('--tiny', action='store_true',
                  help='tiny widths and shapes (a smoke test)')
@@ -552,6 +641,8 @@ def main(argv=None):
   if args.rounds < 1 or (args.rounds > 1 and not args.separate):
     p.error('--rounds takes a count >= 1, and more than 1 only with '
             '--separate (interleaved steps already alternate)')
+  if args.lockstep and args.separate:
+    p.error('--lockstep and --separate are two ways of timing: pick one')
   names = MODELS if args.models == 'all' else tuple(args.models.split(','))
   shape = _shape(args)
   if not args.no_torch and not harness.torch_available():
@@ -561,6 +652,9 @@ def main(argv=None):
     return
   if args.time_child is not None:
     _time_child(names[0], args.time_child, args)
+    return
+  if args.step_child is not None:
+    _step_child(names[0], args.step_child, args)
     return
 
   rows = []
@@ -577,7 +671,8 @@ def main(argv=None):
       f'{shape.frames} frames at {shape.size}x{shape.size}, width '
       f'{shape.width}, median of {args.steps} '
       + ('steps, each variant alone in its own process' if args.separate
-         else 'interleaved steps')
+         else 'steps, each variant in its own process, stepping in turn '
+         '(lockstep)' if args.lockstep else 'interleaved steps')
       + (f', {args.rounds} rounds (every other one reversed), the median '
          'over rounds' if args.rounds > 1 else ''))
   print_table(
@@ -603,7 +698,8 @@ def main(argv=None):
                                  'round_ratios': per_round})
   for n, rs in per_round.items():
     if len(rs) > 1 and all(r is not None for r in rs):
-      print(f'{n}: jax_over_torch_train_throughput by round (in run order): '
+      print(f'{n}: jax_over_torch_train_throughput by '
+            + ('step' if args.lockstep else 'round') + ' (in run order): '
             + ' '.join(f'{r:.2f}' for r in rs))
   for n, ratio in ratios.items():
     if ratio is not None and len(names) > 1:

@@ -100,6 +100,33 @@ def test_train_step_each_variant_alone_in_its_process(capsys, tmp_path):
     ts.main(['--tiny', '--no_torch', '--rounds', '2'])
 
 
+def test_train_step_variants_in_their_processes_step_in_turn(capsys,
+                                                             tmp_path):
+  out = tmp_path / 'r.json'
+  ts.main(['--tiny', '--steps', '2', '--warmup', '1', '--no_torch',
+           '--no_donate', '--lockstep', '--json', str(out)])
+  rows = json.loads(out.read_text())['rows']
+  assert [r['variant'] for r in rows] == [
+      'JAX/Flax jit', 'JAX/Flax jit, state not donated']
+  for row in rows:  # One timed step per round; the row's time their median.
+    assert len(row['times_s']) == 2 and len(row['round_ms']) == 2
+    assert row['ms_per_step'] == pytest.approx(sum(row['round_ms']) / 2)
+    assert row['compile_s'] > 0 and row['minor_faults_per_step'] >= 0
+  assert '(lockstep)' in capsys.readouterr().out
+  with pytest.raises(SystemExit):  # Two ways of timing: only one at a time.
+    ts.main(['--tiny', '--no_torch', '--lockstep', '--separate'])
+
+
+def test_timed_call_counts_the_step_and_its_page_faults():
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+  buffers = []
+  timed = harness.timed_call(lambda: buffers.append(np.ones(1 << 24)))
+  assert set(timed) == {'times_s', 'minor_faults', 'system_s'}
+  assert len(buffers) == 1 and timed['times_s'] > 0
+  # 128 MiB written once: the kernel maps it page by page (>= 2 MiB pages).
+  assert timed['minor_faults'] >= 64
+
+
 def test_round_ratios_per_round_against_the_fastest_torch():
   rows = [{'framework': 'jax', 'variant': 'JAX/Flax jit',
            'round_ms': [100.0, 200.0]},
