@@ -200,6 +200,8 @@ def environment() -> dict[str, Any]:
       'cpu_model': cpu_model(),
       'cpu_steal_share': steal_share(),
       'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
+      # malloc's settings move the CPU figures (affect_jax/hugepages.py).
+      'GLIBC_TUNABLES': os.environ.get('GLIBC_TUNABLES', ''),
       'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None,
   }
   try:

@@ -70,6 +70,7 @@ def test_train_step_prints_table_and_ratio(capsys, tmp_path):
       'jax_over_torch_train_throughput=')
   result = json.loads(out.read_text())
   assert {r['model'] for r in result['rows']} == set(ts.MODELS)
+  assert {'XLA_FLAGS', 'GLIBC_TUNABLES', 'jax'} <= set(result['environment'])
 
 
 def test_train_step_memory_in_a_child_process(capsys, tmp_path):
