@@ -79,8 +79,10 @@ def main(argv=None):
   names = ts.MODELS if args.models == 'all' else tuple(args.models.split(','))
   shape = ts.TINY if args.tiny else dataclasses.replace(
       ts.Shape(), batch=args.batch, frames=args.frames, size=args.size)
-  import torch
-  torch.set_num_threads(harness.cpu_threads())
+  if not harness.torch_available():  # Threads set when it is there.
+    p.error('this benchmark takes its weights from the PyTorch models; '
+            'install PyTorch: pip install -e ".[torch]"')
+  import torch  # pylint: disable=g-import-not-at-top
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   batch = ts.make_batch(shape)
   rows, ratios = [], {}

@@ -195,8 +195,9 @@ def main(argv=None):
   p.add_argument('--tiny', action='store_true')
   p.add_argument('--json', default=None)
   args = p.parse_args(argv)
-  import torch
-  torch.set_num_threads(harness.cpu_threads())
+  if not harness.torch_available():  # Threads set when it is there.
+    p.error('this benchmark times every layer against PyTorch; install '
+            'it: pip install -e ".[torch]"')
   rows = []
   for layer, steps in cases(args.batch, args.tiny).items():
     if args.only not in layer:

@@ -137,6 +137,18 @@ def test_round_ratios_per_round_against_the_fastest_torch():
   assert ts.round_ratios([dict(r, round_ms=[]) for r in rows]) == []
 
 
+@pytest.mark.parametrize('script', ['inference', 'layers'])
+def test_torch_only_benchmarks_say_how_to_install_it(script, monkeypatch,
+                                                     capsys):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'benchmarks.{script}')
+  monkeypatch.setattr(harness, 'torch_available', lambda: False)
+  with pytest.raises(SystemExit):
+    module.main(['--tiny'])
+  assert 'pip install -e ".[torch]"' in capsys.readouterr().err
+
+
 def test_inference_prints_table(capsys):
   from benchmarks import inference
   inference.main(['--tiny', '--models', 'all', '--steps', '1',
