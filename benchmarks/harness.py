@@ -147,6 +147,17 @@ def timed_call(step: Callable[[], Any]) -> dict[str, float]:
           'system_s': after.ru_stime - usage.ru_stime}
 
 
+def warm_up(step: Callable[[], Any], warmup: int) -> float:
+  """Calls `step()` `max(warmup, 1)` times; returns the first call's time
+  (compilation included)."""
+  t = time.perf_counter()
+  step()
+  first_s = time.perf_counter() - t
+  for _ in range(warmup - 1):
+    step()
+  return first_s
+
+
 def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
                 warmup: int) -> dict[str, dict[str, Any]]:
   """Times each zero-argument `steps[name]()` (which must block until done).
@@ -163,11 +174,7 @@ def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
                 'peak_rss_mb': 0.0} for name in steps}
   try:
     for name, step in steps.items():
-      t = time.perf_counter()
-      step()
-      out[name]['first_s'] = time.perf_counter() - t
-      for _ in range(warmup - 1):
-        step()
+      out[name]['first_s'] = warm_up(step, warmup)
     for _ in range(rounds):
       for name, step in steps.items():
         start = rss.reset()

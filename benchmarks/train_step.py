@@ -360,6 +360,28 @@ def _memory_child(name: str, index: int, args) -> None:
   rss.close()
 
 
+def _child_command(name: str, child_flag: str, index: int, own_flag: str,
+                   argv: list[str]) -> list[str]:
+  """This script as child `child_flag index` of model `name`: the parent's
+  `argv` less `own_flag`, `--models`, `--json` and `--rounds`."""
+  return ([sys.executable, __file__, '--models', name, child_flag, str(index)]
+          + _strip_value_flags([a for a in argv if a != own_flag],
+                               ('--models', '--json', '--rounds')))
+
+
+def _describe(v: Variant) -> dict[str, Any]:
+  """What a child process reports of its variant (`_from_child` reads it)."""
+  return {'variant': v.name, 'framework': v.framework,
+          'compile_s': v.compile_s, 'flops': v.flops,
+          'xla_memory_mb': v.xla_memory_mb}
+
+
+def _from_child(r: dict[str, Any]) -> Variant:
+  """The (step-less) Variant a child described with `_describe`."""
+  return Variant(r['variant'], r['framework'], None, r['compile_s'],
+                 r['flops'], r['xla_memory_mb'])
+
+
 def _in_children(name: str, indices, child_flag: str, own_flag: str,
                  argv: list[str]) -> list[dict]:
   """Runs this script once per variant index in `indices`, in that order,
@@ -369,14 +391,10 @@ def _in_children(name: str, indices, child_flag: str, own_flag: str,
   """
   import json
   import subprocess
-  child_argv = _strip_value_flags(
-      [a for a in argv if a != own_flag],
-      ('--models', '--json', '--rounds'))
   out = []
   for i in indices:
-    res = subprocess.run(
-        [sys.executable, __file__, '--models', name, child_flag, str(i)]
-        + child_argv, check=True, capture_output=True, text=True)
+    res = subprocess.run(_child_command(name, child_flag, i, own_flag, argv),
+                         check=True, capture_output=True, text=True)
     out.append(json.loads(res.stdout.strip().splitlines()[-1]))
   return out
 
@@ -392,27 +410,16 @@ def _time_child(name: str, index: int, args) -> None:
   import json
   v = variants(name, _shape(args), args, only=index)[index]
   timed = harness.interleaved({v.name: v.step}, args.steps, args.warmup)
-  print(json.dumps({'variant': v.name, 'framework': v.framework,
-                    'compile_s': v.compile_s, 'flops': v.flops,
-                    'xla_memory_mb': v.xla_memory_mb,
-                    'timed': timed[v.name]}))
+  print(json.dumps(dict(_describe(v), timed=timed[v.name])))
 
 
 def _step_child(name: str, index: int, args) -> None:
   """Builds variant `index` and warms it up, prints a JSON header line, then
   runs one timed step per line read from stdin (a JSON line each) to EOF."""
   import json
-  import time
   v = variants(name, _shape(args), args, only=index)[index]
-  t = time.perf_counter()
-  v.step()
-  first_s = time.perf_counter() - t
-  for _ in range(args.warmup - 1):
-    v.step()
-  print(json.dumps({'variant': v.name, 'framework': v.framework,
-                    'compile_s': v.compile_s, 'flops': v.flops,
-                    'xla_memory_mb': v.xla_memory_mb, 'first_s': first_s}),
-        flush=True)
+  first_s = harness.warm_up(v.step, args.warmup)
+  print(json.dumps(dict(_describe(v), first_s=first_s)), flush=True)
   for _ in sys.stdin:
     print(json.dumps(harness.timed_call(v.step)), flush=True)
 
@@ -440,15 +447,12 @@ def time_lockstep(name: str, args, argv: list[str]
   """
   import subprocess
   count = len(variants(name, _shape(args), args, only=-1))
-  child_argv = _strip_value_flags([a for a in argv if a != '--lockstep'],
-                                  ('--models', '--json', '--rounds'))
   procs, heads = [], []
   try:
     for i in range(count):
       procs.append(subprocess.Popen(
-          [sys.executable, __file__, '--models', name, '--step_child', str(i)]
-          + child_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-          text=True))
+          _child_command(name, '--step_child', i, '--lockstep', argv),
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
       heads.append(_json_line(procs[-1], f'variant {i}'))
     steps = [[] for _ in procs]
     for k in range(args.steps):
@@ -463,8 +467,7 @@ def time_lockstep(name: str, args, argv: list[str]
       proc.wait(timeout=60)
   vs, timed = [], {}
   for h, per_step in zip(heads, steps):
-    vs.append(Variant(h['variant'], h['framework'], None, h['compile_s'],
-                      h['flops'], h['xla_memory_mb']))
+    vs.append(_from_child(h))
     times = [r['times_s'] for r in per_step]
     timed[h['variant']] = {
         'first_s': h['first_s'], 'times_s': times, 'round_s': times,
@@ -491,9 +494,7 @@ def time_separately(name: str, args, argv: list[str]
     order = range(count) if k % 2 == 0 else reversed(range(count))
     for r in _in_children(name, list(order), '--time_child', '--separate',
                           argv):
-      vs.setdefault(r['variant'], Variant(
-          r['variant'], r['framework'], None, r['compile_s'], r['flops'],
-          r['xla_memory_mb']))
+      vs.setdefault(r['variant'], _from_child(r))
       runs.setdefault(r['variant'], []).append(r['timed'])
   timed = {}
   for label, per_round in runs.items():

@@ -128,6 +128,15 @@ def test_timed_call_counts_the_step_and_its_page_faults():
   assert timed['minor_faults'] >= 64
 
 
+def test_warm_up_calls_the_step_warmup_times_and_times_the_first():
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+  calls = []
+  first_s = harness.warm_up(lambda: calls.append(1), 3)
+  assert len(calls) == 3 and first_s >= 0
+  harness.warm_up(lambda: calls.append(1), 0)  # At least the first call.
+  assert len(calls) == 4
+
+
 def test_round_ratios_per_round_against_the_fastest_torch():
   rows = [{'framework': 'jax', 'variant': 'JAX/Flax jit',
            'round_ms': [100.0, 200.0]},
