@@ -325,3 +325,34 @@ def test_conv_parts_prints_table(capsys, tmp_path):
   result = json.loads(out.read_text())
   assert sum(r['count'] for r in result['rows']) == 9  # 1 + 2 x 3 + 2.
   assert result['totals_ms']['jax dw'] > 0
+
+
+def test_onednn_conv_says_how_to_install_onednn(monkeypatch, capsys):
+  from benchmarks import onednn_conv
+  monkeypatch.setattr(onednn_conv, 'onednn_paths', lambda: None)
+  with pytest.raises(SystemExit):
+    onednn_conv.main(['--tiny', '--no_step'])
+  assert onednn_conv.INSTALL in capsys.readouterr().err
+
+
+def test_onednn_convolutions_match_lax_values_and_gradients(tmp_path):
+  from benchmarks import onednn_conv
+  if onednn_conv.onednn_paths() is None:
+    pytest.skip(f'oneDNN not installed ({onednn_conv.INSTALL})')
+  rows = onednn_conv.check(2, 32)  # All 23 shapes of the trunk, small.
+  assert len(rows) == 23
+  for row in rows:
+    assert max(row['y'], row['dx'], row['dw']) < 1e-4, row
+  # A non-square padding and a stride the trunk does not have.
+  onednn_conv.register()
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((2, 9, 11, 24), np.float32))
+  w = jnp.asarray(rng.standard_normal((3, 3, 24, 20), np.float32))
+  pads = ((0, 2), (1, 0))
+  ours, vjp = jax.vjp(lambda x, w: onednn_conv.conv(x, w, 3, pads), x, w)
+  ref, ref_vjp = jax.vjp(lambda x, w: onednn_conv.lax_conv(x, w, 3, pads),
+                         x, w)
+  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+  g = jnp.ones_like(ref)
+  for a, b in zip(vjp(g), ref_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
