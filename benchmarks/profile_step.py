@@ -61,12 +61,20 @@ KINDS = ('conv fwd', 'conv bwd', 'BatchNorm fwd', 'BatchNorm bwd',
          'head + loss', 'Adam', 'copies/layout', 'other')
 
 
+_CONTROL_FLOW = re.compile(r'cond|branch_\d+_fun|while|body|closed_call|checkpoint')
+
+
 def jax_kind(op_name: str, opcode: str) -> str:
   """The kind of one HLO instruction from its op_name and opcode."""
   bwd = 'transpose(' in op_name
   side = ' bwd' if bwd else ' fwd'
   path = op_name.split('/')
-  modules = [p for p in path[1:-1] if not p.startswith(('jvp(', 'transpose('))]
+  # Module scopes only: not the autodiff wrappers, nor the scopes control
+  # flow adds inside a module (`conv2/cond/branch_0_fun/...` is the strided
+  # convolution's CPU input gradient, `rnn/while/body/...` the scan).
+  modules = [p for p in path[1:-1]
+             if not p.startswith(('jvp(', 'transpose('))
+             and not _CONTROL_FLOW.fullmatch(p)]
   last = modules[-1] if modules else ''
   if opcode in ('copy', 'transpose') or (not op_name and 'copy' in opcode):
     return 'copies/layout'

@@ -249,6 +249,26 @@ def test_profile_step_kinds():
           if pooling.SCOPE in op]
   assert {kind for kind, _ in pool} <= {'max-pool', 'copies/layout'}
   assert {bwd for kind, bwd in pool if kind == 'max-pool'} == {False, True}
+  # The strided convolution's CPU input gradient runs under `cond/branch_0_fun`
+  # (lax.platform_dependent) inside the conv's scope: still a convolution.
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from affect_jax.models import strided_conv  # pylint: disable=g-import-not-at-top
+  class Block(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Conv(4, (3, 3), strides=2, use_bias=False, name='conv2',
+                     conv_general_dilated=strided_conv.conv_general_dilated)(x)
+
+  conv = Block()
+  x = jnp.ones((1, 9, 9, 3))
+  params = conv.init(jax.random.PRNGKey(0), x)
+  hlo = jax.jit(jax.grad(lambda p, x: conv.apply(p, x).sum(), argnums=(0, 1))
+                ).lower(params, x).compile()
+  kinds = {ps.jax_kind(op, code) for code, op in
+           ps._hlo_ops(hlo.as_text()).values()  # pylint: disable=protected-access
+           if 'branch_' in op}
+  assert kinds and kinds <= {'conv bwd', 'copies/layout'}, kinds
   assert ps.torch_kind('aten::convolution_backward') == 'conv bwd'
   assert ps.torch_kind('aten::native_batch_norm') == 'BatchNorm fwd'
   assert ps.torch_kind('aten::_foreach_addcdiv_') == 'Adam'
