@@ -12,8 +12,10 @@ three ways, each its own jitted function of the project's own layer (the
 `strided_conv`): the forward, the gradient with respect to the input only
 and with respect to the kernel only. PyTorch runs the same three with
 channels-last tensors (`F.conv2d`, `torch.nn.grad.conv2d_input` /
-`conv2d_weight`). All six of a convolution interleaved, median of
-`--steps`, on the same numbers in both (a test checks they agree). Each row gives its count in the trunk; the total rows weigh by
+`conv2d_weight`). A convolution's three JAX parts interleaved, then its
+three torch parts (not JAX and torch call by call: a JAX call right after
+a torch call pays for torch's OpenMP threads), median of `--steps`, on
+the same numbers in both (a test checks they agree). Each row gives its count in the trunk; the total rows weigh by
 it, so they are the trunk's convolution time per training step at this
 batch (less the stem's input gradient, which a training step does not
 compute). This is the table that says which part of the
@@ -147,11 +149,17 @@ def main(argv=None):
   for module, shape, count in trunk_convs(args.batch, size, **kwargs):
     name, _, _ = describe_conv(module, shape)
     arrays = operands(module, shape)
-    steps = {f'jax {k}': f for k, f in jax_parts(module, *arrays).items()}
+    # Each framework's three parts interleaved among themselves, the two
+    # frameworks one after the other: a JAX call right after a torch call
+    # ran ~20% slower here (torch's idle OpenMP threads still hold the
+    # cores), which interleaving the two per call had put on JAX's side.
+    timed = harness.interleaved(
+        {f'jax {k}': f for k, f in jax_parts(module, *arrays).items()},
+        args.steps, args.warmup)
     if with_torch:
-      steps.update({f'torch {k}': f
-                    for k, f in torch_parts(module, *arrays).items()})
-    timed = harness.interleaved(steps, args.steps, args.warmup)
+      timed.update(harness.interleaved(
+          {f'torch {k}': f for k, f in torch_parts(module, *arrays).items()},
+          args.steps, args.warmup))
     # The stem's input is the image: a training step has no use for its
     # gradient, so the totals leave it out.
     stem = not rows
