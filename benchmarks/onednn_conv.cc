@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 #include <memory>
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -88,14 +89,23 @@ void Run(dnnl::primitive& p, std::unordered_map<int, memory> args) {
   st.wait();
 }
 
+// The HWIO kernel at `data` in the layout `want` of a primitive: as is, or
+// reordered into a fresh buffer by `to_want`.
+memory Kernel(const Geometry& g, float* data, const memory::desc& want, dnnl::reorder& to_want) {
+  auto& e = Engine();
+  memory hwio(g.hwio(), e, data);
+  if (want == g.hwio()) return hwio;
+  memory out(want, e);
+  Run(to_want, {{DNNL_ARG_FROM, hwio}, {DNNL_ARG_TO, out}});
+  return out;
+}
+
 ffi::Error Fwd(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
                int64_t stride, int64_t pad_top, int64_t pad_left) {
   Geometry g = Geo(x.dimensions(), w.dimensions(), y->dimensions(), stride, pad_top, pad_left);
   Prims& p = Get(g);
   auto& e = Engine();
-  memory wu(g.hwio(), e, w.typed_data());
-  memory wr = wu;
-  if (p.fwd_pd.weights_desc() != g.hwio()) { wr = memory(p.fwd_pd.weights_desc(), e); Run(p.w_to_fwd, {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, wr}}); }
+  memory wr = Kernel(g, w.typed_data(), p.fwd_pd.weights_desc(), p.w_to_fwd);
   Run(p.fwd, {{DNNL_ARG_SRC, memory(g.src(), e, x.typed_data())}, {DNNL_ARG_WEIGHTS, wr},
               {DNNL_ARG_DST, memory(g.dst(), e, y->typed_data())}});
   return ffi::Error::Success();
@@ -106,9 +116,7 @@ ffi::Error BwdData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::Resul
   Geometry g = Geo(dx->dimensions(), w.dimensions(), dy.dimensions(), stride, pad_top, pad_left);
   Prims& p = Get(g);
   auto& e = Engine();
-  memory wu(g.hwio(), e, w.typed_data());
-  memory wr = wu;
-  if (p.bwd_d_pd.weights_desc() != g.hwio()) { wr = memory(p.bwd_d_pd.weights_desc(), e); Run(p.w_to_bwd_d, {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, wr}}); }
+  memory wr = Kernel(g, w.typed_data(), p.bwd_d_pd.weights_desc(), p.w_to_bwd_d);
   Run(p.bwd_d, {{DNNL_ARG_DIFF_DST, memory(g.dst(), e, dy.typed_data())}, {DNNL_ARG_WEIGHTS, wr},
                 {DNNL_ARG_DIFF_SRC, memory(g.src(), e, dx->typed_data())}});
   return ffi::Error::Success();
