@@ -205,8 +205,8 @@ def check(batch: int, size: int) -> list[dict]:
   return rows
 
 
-def _child(use_onednn: bool, argv: list[str], json_path: str) -> float:
-  """One train_step.py run (JAX only) in a fresh process -> ms/step."""
+def _child(use_onednn: bool, argv: list[str], json_path: str) -> dict:
+  """One train_step.py run (JAX only) in a fresh process -> its JSON row."""
   cmd = [sys.executable, os.path.abspath(__file__), '--step_child',
          '1' if use_onednn else '0', '--json', json_path, *argv]
   # Idle OpenMP threads sleep instead of spinning on the cores XLA's own
@@ -232,14 +232,12 @@ def main(argv=None):
   p.add_argument('--step_child', choices=('0', '1'), help=argparse.SUPPRESS)
   p.add_argument('--json')
   args = p.parse_args(argv)
-  step_argv = ['--no_torch', '--steps', str(args.steps)] + (
-      ['--tiny'] if args.tiny else [])
   own_argv = ['--steps', str(args.steps)] + (['--tiny'] if args.tiny else [])
   if args.step_child is not None:
     from benchmarks import train_step
     if args.step_child == '1':
       patch_model()
-    train_step.main(step_argv + ['--json', args.json])
+    train_step.main(['--no_torch', *own_argv, '--json', args.json])
     return
   if onednn_paths() is None:
     p.error(f'oneDNN headers or library not found: {INSTALL}')
@@ -266,16 +264,14 @@ def main(argv=None):
   harness.describe(f'Training step (train_step.py, JAX only), median of '
                    f'{args.steps} steps a process, {args.rounds} fresh '
                    f'processes each, alternating')
-  table = []
-  for use, label in ((False, 'XLA convolutions (the project)'),
-                     (True, 'oneDNN convolutions (FFI)')):
-    ms = [t['ms_per_step'] for t in times[use]]
-    table.append([label, ' / '.join(f'{m:.0f}' for m in ms),
-                  f'{np.median(ms):.0f}'])
-  print_table(['convolutions', 'ms/step by process (run order)',
-               'median ms'], table)
-  ratio = (np.median([t['ms_per_step'] for t in times[False]])
-           / np.median([t['ms_per_step'] for t in times[True]]))
+  ms = {use: [t['ms_per_step'] for t in rows_] for use, rows_ in times.items()}
+  median = {use: np.median(m) for use, m in ms.items()}
+  print_table(['convolutions', 'ms/step by process (run order)', 'median ms'],
+              [[label, ' / '.join(f'{m:.0f}' for m in ms[use]),
+                f'{median[use]:.0f}']
+               for use, label in ((False, 'XLA convolutions (the project)'),
+                                  (True, 'oneDNN convolutions (FFI)'))])
+  ratio = median[False] / median[True]
   harness.write_json(args.json, {'check': rows, 'steps': {
       'xla': times[False], 'onednn': times[True]}, 'onednn_speedup': ratio})
   print(f'onednn_over_xla_step_throughput={ratio:.2f}')
