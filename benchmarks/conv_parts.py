@@ -14,8 +14,10 @@ and with respect to the kernel only. PyTorch runs the same three with
 channels-last tensors (`F.conv2d`, `torch.nn.grad.conv2d_input` /
 `conv2d_weight`). A convolution's three JAX parts interleaved, then its
 three torch parts (not JAX and torch call by call: a JAX call right after
-a torch call pays for torch's OpenMP threads), median of `--steps`, on
-the same numbers in both (a test checks they agree). Each row gives its count in the trunk; the total rows weigh by
+a torch call pays for torch's OpenMP threads; `--call_by_call` measures
+that), median of `--steps`, on
+the same numbers in both (a test checks they agree). Each row gives its
+count in the trunk; the total rows weigh by
 it, so they are the trunk's convolution time per training step at this
 batch (less the stem's input gradient, which a training step does not
 compute). This is the table that says which part of the
@@ -140,6 +142,7 @@ def main(argv=None):
   p.add_argument('--tiny', action='store_true',
                  help='a 2-stage width-4 trunk on 32 px (a smoke test)')
   p.add_argument('--json', default=None)
+  harness.add_order_flag(p)
   args = p.parse_args(argv)
   with_torch = not args.no_torch and harness.torch_available()
   kwargs = dict(width=4, stage_sizes=(1, 1)) if args.tiny else {}
@@ -149,17 +152,14 @@ def main(argv=None):
   for module, shape, count in trunk_convs(args.batch, size, **kwargs):
     name, _, _ = describe_conv(module, shape)
     arrays = operands(module, shape)
-    # Each framework's three parts interleaved among themselves, the two
-    # frameworks one after the other: a JAX call right after a torch call
-    # ran ~20% slower here (torch's idle OpenMP threads still hold the
-    # cores), which interleaving the two per call had put on JAX's side.
-    timed = harness.interleaved(
-        {f'jax {k}': f for k, f in jax_parts(module, *arrays).items()},
-        args.steps, args.warmup)
+    steps = {f'jax {k}': f for k, f in jax_parts(module, *arrays).items()}
     if with_torch:
-      timed.update(harness.interleaved(
-          {f'torch {k}': f for k, f in torch_parts(module, *arrays).items()},
-          args.steps, args.warmup))
+      steps.update({f'torch {k}': f
+                    for k, f in torch_parts(module, *arrays).items()})
+    # Each framework's three parts interleaved among themselves, the two
+    # frameworks one after the other (harness.framework).
+    timed = harness.interleaved(steps, args.steps, args.warmup,
+                                group=harness.framework_group(args))
     # The stem's input is the image: a training step has no use for its
     # gradient, so the totals leave it out.
     stem = not rows
@@ -196,7 +196,8 @@ def main(argv=None):
             for k in PARTS] + [''] * 3 + ['']))
   harness.describe(
       f'ResNet-50 trunk convolutions by part, batch {args.batch} at '
-      f'{size}x{size}, median of {args.steps} interleaved, ms')
+      f'{size}x{size}, median of {args.steps} {harness.order_caption(args)}, '
+      'ms')
   print_table(headers, table)
   harness.write_json(args.json, {
       'batch': args.batch, 'size': size, 'rows': rows,

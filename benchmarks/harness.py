@@ -2,7 +2,11 @@
 
 Every timed comparison runs its variants *interleaved* in one process (one
 step of each in turn, `rounds` times, after warm-up) and reports medians, so
-drifting machine load hits every variant alike.
+drifting machine load hits every variant alike. JAX and PyTorch variants
+are interleaved among their own kind only, one framework after the other
+(`interleaved(..., group=framework)`): a JAX call right after a torch call
+runs up to ~20% slower on 2 cores (torch's idle OpenMP threads still hold
+them), which call-by-call interleaving puts on JAX's side.
 """
 
 from __future__ import annotations
@@ -158,31 +162,70 @@ def warm_up(step: Callable[[], Any], warmup: int) -> float:
   return first_s
 
 
+def framework(name: str) -> str:
+  """'torch' for a variant named after PyTorch ('torch ...', 'PyTorch ...',
+  'torch.nn.LSTM'), else 'jax': the `group` of `interleaved` that keeps
+  the two frameworks' calls apart."""
+  return 'torch' if 'torch' in name.lower() else 'jax'
+
+
+def add_order_flag(parser) -> None:
+  """`--call_by_call` on a script that times JAX against PyTorch with
+  `interleaved(..., group=framework_group(args))`."""
+  parser.add_argument(
+      '--call_by_call', action='store_true',
+      help='interleave JAX and PyTorch variants call by call instead of one '
+      "framework after the other (a JAX call then pays for torch's idle "
+      'OpenMP threads: to measure that bias)')
+
+
+def framework_group(args) -> Callable[[str], str] | None:
+  """`interleaved`'s `group` for a script with `add_order_flag`."""
+  return None if getattr(args, 'call_by_call', False) else framework
+
+
+def order_caption(args) -> str:
+  """How a script with `add_order_flag` interleaved, for its caption."""
+  return ('interleaved call by call' if getattr(args, 'call_by_call', False)
+          else 'interleaved within each framework')
+
+
 def interleaved(steps: dict[str, Callable[[], Any]], rounds: int,
-                warmup: int) -> dict[str, dict[str, Any]]:
+                warmup: int, group: Callable[[str], str] | None = None
+                ) -> dict[str, dict[str, Any]]:
   """Times each zero-argument `steps[name]()` (which must block until done).
+
+  All variants are warmed up, then timed one call each in turn, `rounds`
+  times. With `group`, variants are interleaved only with those of the same
+  `group(name)`: the groups are warmed up and timed one after the other
+  (in the order their first variant appears), so that no variant's call
+  follows another group's (e.g. `group=framework`).
 
   Returns:
     {name: {'first_s': the first call (compilation or warm-up included),
     'times_s': the `rounds` timed calls, 'median_s', 'peak_rss_mb': the
     largest resident memory seen during its timed calls above the memory
     before them, 'minor_faults' and 'system_s': the median page faults and
-    kernel CPU seconds of the process per timed call}}.
+    kernel CPU seconds of the process per timed call}}, in `steps`' order.
   """
+  groups: dict[str, dict[str, Callable[[], Any]]] = {}
+  for name, step in steps.items():
+    groups.setdefault(group(name) if group else '', {})[name] = step
   rss = RssPeak()
   out = {name: {'times_s': [], 'minor_faults': [], 'system_s': [],
                 'peak_rss_mb': 0.0} for name in steps}
   try:
-    for name, step in steps.items():
-      out[name]['first_s'] = warm_up(step, warmup)
-    for _ in range(rounds):
-      for name, step in steps.items():
-        start = rss.reset()
-        for key, value in timed_call(step).items():
-          out[name][key].append(value)
-        peak = rss.peak_above(start)
-        if peak is not None:
-          out[name]['peak_rss_mb'] = max(out[name]['peak_rss_mb'], peak)
+    for members in groups.values():
+      for name, step in members.items():
+        out[name]['first_s'] = warm_up(step, warmup)
+      for _ in range(rounds):
+        for name, step in members.items():
+          start = rss.reset()
+          for key, value in timed_call(step).items():
+            out[name][key].append(value)
+          peak = rss.peak_above(start)
+          if peak is not None:
+            out[name]['peak_rss_mb'] = max(out[name]['peak_rss_mb'], peak)
   finally:
     rss.close()
   for r in out.values():

@@ -7,7 +7,8 @@ The models, weights and input of benchmarks/train_step.py, in evaluation
 mode (BatchNorm running statistics, no dropout): JAX `jax.jit(model.apply)`
 against PyTorch eager under `torch.inference_mode()`, NCHW and
 channels-last (and `torch.compile` with --torch_compile, AMP bf16 on a
-GPU), interleaved, median of `--steps`. The last line is
+GPU), median of `--steps`, each framework's variants interleaved among
+themselves, JAX's first (`--call_by_call`: all in turn). The last line is
 `jax_over_torch_inference_throughput=R` against the fastest PyTorch variant.
 """
 
@@ -75,6 +76,7 @@ def main(argv=None):
   p.add_argument('--torch_compile', action='store_true')
   p.add_argument('--tiny', action='store_true')
   p.add_argument('--json', default=None)
+  harness.add_order_flag(p)
   args = p.parse_args(argv)
   names = ts.MODELS if args.models == 'all' else tuple(args.models.split(','))
   shape = ts.TINY if args.tiny else dataclasses.replace(
@@ -101,7 +103,8 @@ def main(argv=None):
     if device == 'cuda':
       steps['PyTorch eager channels-last AMP bf16'] = torch_predict(
           name, copy.deepcopy(tm), batch, True, amp=True, device=device)
-    timed = harness.interleaved(steps, args.steps, args.warmup)
+    timed = harness.interleaved(steps, args.steps, args.warmup,
+                                group=harness.framework_group(args))
     n = shape.batch * shape.frames
     for variant, t in timed.items():
       rows.append({'model': name, 'variant': variant,
@@ -114,8 +117,8 @@ def main(argv=None):
         v for k, v in fps.items() if k.startswith('PyTorch'))
   harness.describe(
       f'Inference (eval-mode forward), batch {shape.batch} x {shape.frames} '
-      f'frames at {shape.size}x{shape.size}, median of {args.steps} '
-      'interleaved calls')
+      f'frames at {shape.size}x{shape.size}, median of {args.steps} calls '
+      f'{harness.order_caption(args)}')
   print_table(['model: variant', 'ms/batch', 'frames/s', 'first call s'],
               [(f"{r['model']}: {r['variant']}", f"{r['ms']:.0f}",
                 r['frames_per_s'], r['first_s']) for r in rows])

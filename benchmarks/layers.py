@@ -5,7 +5,8 @@
 
 Each row is one layer's jitted value-and-gradient (w.r.t. input and
 weights) in JAX, and the same layer's forward + `backward()` in PyTorch,
-all interleaved in one process, median of `--steps`:
+in one process, median of `--steps`, each framework's variants interleaved
+among themselves, JAX's before PyTorch's (`--call_by_call`: all in turn):
 - convolutions (3x3 56x56x64->64, the 7x7/2 stem) with the project's XLA
   setting and with XLA's default YNNPACK convolutions (`compiler_options`
   per function), and torch NCHW / channels-last;
@@ -194,6 +195,7 @@ def main(argv=None):
   p.add_argument('--only', default='', help='substring of the layer names')
   p.add_argument('--tiny', action='store_true')
   p.add_argument('--json', default=None)
+  harness.add_order_flag(p)
   args = p.parse_args(argv)
   if not harness.torch_available():  # Threads set when it is there.
     p.error('this benchmark times every layer against PyTorch; install '
@@ -202,14 +204,15 @@ def main(argv=None):
   for layer, steps in cases(args.batch, args.tiny).items():
     if args.only not in layer:
       continue
-    timed = harness.interleaved(steps, args.steps, args.warmup)
+    timed = harness.interleaved(steps, args.steps, args.warmup,
+                                group=harness.framework_group(args))
     ref = min(t['median_s'] for n, t in timed.items() if n.startswith('torch'))
     for variant, t in timed.items():
       rows.append({'layer': layer, 'variant': variant,
                    'ms': 1000 * t['median_s'], 'vs_best_torch':
                    t['median_s'] / ref, 'times_s': t['times_s']})
   harness.describe(f'Layer forward+backward, batch {args.batch}, median of '
-                   f'{args.steps} interleaved')
+                   f'{args.steps} {harness.order_caption(args)}')
   print_table(['layer: variant', 'ms', 'x best torch'],
               [(f"{r['layer']}: {r['variant']}", f"{r['ms']:.1f}",
                 f"{r['vs_best_torch']:.2f}") for r in rows])

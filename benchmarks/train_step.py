@@ -21,16 +21,17 @@ GRU, torch.optim.Adam): eager NCHW, eager channels-last, optionally
 from the torch model's weights, and tests/test_benchmarks.py checks that the
 two compute the same loss and gradients, so the comparison is like for like.
 
-All variants run interleaved in one process on the same batch (median of
-`--steps` after `--warmup`); with `--separate` each variant runs alone in a
-fresh process (in one process JAX pays page faults that it does not pay
-alone), and `--rounds R` repeats that sequence R times, every other round
+By default the variants run in one process on the same batch (median of
+`--steps` after `--warmup`), each framework's interleaved among themselves,
+JAX's before PyTorch's (`--call_by_call`: all in turn); with `--separate`
+each variant runs alone in a fresh process (in one process JAX pays page
+faults that it does not pay alone), and `--rounds R` repeats that sequence R times, every other round
 reversed, reporting each variant's median over rounds and the ratio per
 round, so that a slow phase of the machine hits both frameworks. With
 `--lockstep` the variants' processes are all started (and warmed up) first
 and then take one step each in turn, every other round reversed: separate
-processes, and the machine's drift over seconds shared alike. The table gives ms/step, steps/s, frames/s,
-peak memory (on a GPU the device's peak; on CPU, with --memory, the growth
+processes, and the machine's drift over seconds shared alike. The table
+gives ms/step, steps/s, frames/s, peak memory (on a GPU the device's peak; on CPU, with --memory, the growth
 of resident memory over two steps of the variant run alone in a fresh
 process), XLA's own buffer total for the JAX step, the compilation time
 (JAX, ahead of time) and first-step time, and XLA's FLOP count of the step
@@ -518,8 +519,10 @@ def run_model(name: str, shape: Shape, args,
     vs, timed = time_lockstep(name, args, list(argv))
   else:
     vs = variants(name, shape, args)
-    timed = harness.interleaved({v.name: v.step for v in vs}, args.steps,
-                                args.warmup)
+    kind = {v.name: v.framework for v in vs}
+    timed = harness.interleaved(
+        {v.name: v.step for v in vs}, args.steps, args.warmup,
+        group=None if args.call_by_call else kind.get)
   frames = shape.batch * shape.frames
   peak = harness.peak_flops(jax.devices()[0].device_kind)
   on_gpu = jax.default_backend() == 'gpu'
@@ -637,6 +640,7 @@ def main(argv=None):
   p.add_argument('--tiny', action='store_true',
                  help='tiny widths and shapes (a smoke test)')
   p.add_argument('--json', default=None, help='write the results here')
+  harness.add_order_flag(p)
   argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
   if args.rounds < 1 or (args.rounds > 1 and not args.separate):
@@ -673,7 +677,8 @@ def main(argv=None):
       f'{shape.width}, median of {args.steps} '
       + ('steps, each variant alone in its own process' if args.separate
          else 'steps, each variant in its own process, stepping in turn '
-         '(lockstep)' if args.lockstep else 'interleaved steps')
+         '(lockstep)' if args.lockstep else
+         f'steps {harness.order_caption(args)}')
       + (f', {args.rounds} rounds (every other one reversed), the median '
          'over rounds' if args.rounds > 1 else ''))
   print_table(

@@ -137,6 +137,25 @@ def test_warm_up_calls_the_step_warmup_times_and_times_the_first():
   assert len(calls) == 4
 
 
+def test_interleaved_keeps_each_group_apart_and_interleaves_within():
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+  calls = []
+  steps = {name: (lambda name=name: calls.append(name))
+           for name in ('JAX a', 'torch NCHW', 'JAX b', 'PyTorch eager')}
+  timed = harness.interleaved(steps, rounds=2, warmup=1,
+                              group=harness.framework)
+  # JAX's variants (warm-up, then two rounds in turn), then torch's.
+  assert calls == ['JAX a', 'JAX b'] * 3 + ['torch NCHW', 'PyTorch eager'] * 3
+  assert list(timed) == list(steps)  # The caller's order.
+  assert all(len(t['times_s']) == 2 and t['median_s'] >= 0
+             for t in timed.values())
+  calls.clear()
+  harness.interleaved(steps, rounds=1, warmup=1)  # No group: all in turn.
+  assert calls == list(steps) * 2
+  assert harness.framework('torch.nn.LSTM') == 'torch'
+  assert harness.framework('JAX/Flax jit') == 'jax'
+
+
 def test_round_ratios_per_round_against_the_fastest_torch():
   rows = [{'framework': 'jax', 'variant': 'JAX/Flax jit',
            'round_ms': [100.0, 200.0]},
