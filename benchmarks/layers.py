@@ -16,8 +16,9 @@ among themselves, JAX's before PyTorch's (`--call_by_call`: all in turn):
   of `resnet.Conv1x1`;
 - max-pool 3x3/2 (`nn.max_pool`, a max of 9 strided slices, the int8-argmax
   gradient of `pooling.max_pool_3x3_s2`) and 2x2/2 (`pooling.max_pool_2x2`);
-- train-mode BatchNorm (`flax.linen.BatchNorm`) and the 2-layer LSTM
-  (2048 -> 256) at unroll 1 and 4 against torch.nn.LSTM.
+- train-mode BatchNorm (`flax.linen.BatchNorm`), the 2-layer LSTM
+  (2048 -> 256) and AffWildNet's 2-layer GRU (4096 -> 128) at unroll 1 and
+  4 against torch.nn.LSTM / GRU.
 """
 
 from __future__ import annotations
@@ -184,6 +185,14 @@ def cases(b: int, tiny: bool):
       'JAX LSTM unroll 4': jax_case(recurrent.LSTM(hidden, 2, unroll=4), seq),
       'torch.nn.LSTM': torch_case(
           torch.nn.LSTM(feats, hidden, 2, batch_first=True), seq)}
+  # AffWildNet's: FC 4096 -> GRU(128) x 2.
+  feats, hidden = (32, 8) if tiny else (4096, 128)
+  seq = normal(2, t_len, feats)
+  out[f'GRU 2x{hidden}, T={t_len}'] = {
+      'JAX GRU unroll 1': jax_case(recurrent.GRU(hidden, 2), seq),
+      'JAX GRU unroll 4': jax_case(recurrent.GRU(hidden, 2, unroll=4), seq),
+      'torch.nn.GRU': torch_case(
+          torch.nn.GRU(feats, hidden, 2, batch_first=True), seq)}
   return out
 
 

@@ -11,6 +11,7 @@ import pytest
 from affect_jax import models
 from affect_jax.errors import AffectJaxError
 from affect_jax.models import CNNRNN, LSTM, ResNet
+from affect_jax.models import recurrent
 
 # Two 1-block stages at width 4: every code path (projection shortcuts,
 # stride-2 blocks) at little compute.
@@ -255,6 +256,56 @@ def test_lstm_gradients_do_not_reach_padded_inputs():
       lambda x: model.apply(variables, x, mask=mask).sum()))(x)
   assert np.all(grad[0, 3:] == 0)
   assert np.all(np.any(grad[0, :3] != 0, axis=-1))
+
+
+def _plain_recurrence(cell, params, kernel, carry, gates_x, valid):
+  """`recurrent._recurrence` as a plain scan, differentiated by autodiff."""
+
+  def body(carry, inputs):
+    gx, v = inputs
+    return recurrent._masked(cell, params, carry, gx,
+                             recurrent._hh(carry[0], kernel), v)
+
+  xs = (jnp.swapaxes(gates_x, 0, 1), jnp.swapaxes(valid, 0, 1))
+  return jnp.swapaxes(jax.lax.scan(body, carry, xs)[1], 0, 1)
+
+
+@pytest.mark.parametrize('kind, unroll', [
+    ('lstm', 1), ('lstm', 3), ('peephole', 2), ('gru', 1), ('gru', 4)])
+def test_recurrence_backward_equals_autodiff_of_the_plain_scan(kind, unroll):
+  """The time loop's own backward: values and every gradient (cell params,
+  recurrent kernel, input projections, initial state) as autodiff's,
+  with a padded tail and a hole in the mask."""
+  b, t, h = 3, 7, 5
+  g = 3 if kind == 'gru' else 4
+  cell = recurrent._gru_cell if kind == 'gru' else recurrent._lstm_cell
+  params = {'lstm': (), 'gru': jnp.asarray(_normal((3 * h,), 1)),
+            'peephole': tuple(jnp.asarray(_normal((h,), k)) for k in (2, 3, 4))
+            }[kind]
+  kernel = jnp.asarray(0.5 * _normal((h, g * h), 5))
+  carry = tuple(jnp.asarray(0.3 * _normal((b, h), 6 + k))
+                for k in range(1 if kind == 'gru' else 2))
+  gates_x = jnp.asarray(_normal((b, t, g * h), 8))
+  valid = np.ones((b, t), bool)
+  valid[1, 4:] = False
+  valid[2, 2] = False
+  cot = jnp.asarray(_normal((b, t, h), 9))
+
+  def loss(fn):
+    return jax.jit(jax.value_and_grad(
+        lambda *a: jnp.sum(fn(*a) * cot), argnums=(0, 1, 2, 3)))
+
+  fast = loss(lambda p, k, c, gx: recurrent._recurrence(
+      cell, p, k, c, gx, valid, unroll))
+  plain = loss(lambda p, k, c, gx: _plain_recurrence(cell, p, k, c, gx, valid))
+  (v_fast, g_fast), (v_plain, g_plain) = (
+      fast(params, kernel, carry, gates_x),
+      plain(params, kernel, carry, gates_x))
+  np.testing.assert_allclose(v_fast, v_plain, rtol=1e-5, atol=1e-6)
+  for a, e in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_plain)):
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+  # Padding gets no gradient.
+  assert np.all(g_fast[3][1, 4:] == 0) and np.all(g_fast[3][2, 2] == 0)
 
 
 # ----------------------------------------------------------------- CNNRNN ---

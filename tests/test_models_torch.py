@@ -109,6 +109,25 @@ def test_recurrent_matches_torch(kind):
     np.testing.assert_allclose(got[n, :length], alone, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(got[n, length:], 0.0)
 
+  # Gradients (the time loop's own backward) against torch's autograd: of
+  # every weight and of the input.
+  cot = torch.randn(3, 9, 5)
+  x.requires_grad_()
+  (rnn(x)[0] * cot).sum().backward()
+  grads = dict(rnn.named_parameters())
+  torch_grads = (models.lstm_params_from_torch if kind == 'LSTM'
+                 else models.gru_params_from_torch)(
+                     {k: v.grad for k, v in grads.items()})
+  if kind == 'LSTM':  # One bias for torch's two; its gradient is each's.
+    for k in range(2):
+      torch_grads[f'ih_l{k}']['bias'] = grads[f'bias_ih_l{k}'].grad.numpy()
+  g_params, g_x = jax.jit(jax.grad(
+      lambda p, x: jnp.sum(module.apply({'params': p}, x) * cot.numpy()),
+      argnums=(0, 1)))(params, x.detach().numpy())
+  np.testing.assert_allclose(g_x, x.grad.numpy(), atol=1e-5, rtol=0)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5,
+                                 rtol=1e-5), g_params, torch_grads)
+
 
 def test_resnet_lstm_composite_matches_torch():
   torch.manual_seed(0)
