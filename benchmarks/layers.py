@@ -178,21 +178,17 @@ def cases(b: int, tiny: bool):
       'JAX XLA default': jax_case(bn, x256, default),
       'torch NCHW': torch_case(tb, x256),
       'torch channels-last': torch_case(tb, x256, True)}
-  t_len, feats, hidden = (6, 32, 8) if tiny else (150, 2048, 256)
-  seq = normal(2, t_len, feats)
-  out[f'LSTM 2x{hidden}, T={t_len}'] = {
-      'JAX LSTM unroll 1': jax_case(recurrent.LSTM(hidden, 2), seq),
-      'JAX LSTM unroll 4': jax_case(recurrent.LSTM(hidden, 2, unroll=4), seq),
-      'torch.nn.LSTM': torch_case(
-          torch.nn.LSTM(feats, hidden, 2, batch_first=True), seq)}
-  # AffWildNet's: FC 4096 -> GRU(128) x 2.
-  feats, hidden = (32, 8) if tiny else (4096, 128)
-  seq = normal(2, t_len, feats)
-  out[f'GRU 2x{hidden}, T={t_len}'] = {
-      'JAX GRU unroll 1': jax_case(recurrent.GRU(hidden, 2), seq),
-      'JAX GRU unroll 4': jax_case(recurrent.GRU(hidden, 2, unroll=4), seq),
-      'torch.nn.GRU': torch_case(
-          torch.nn.GRU(feats, hidden, 2, batch_first=True), seq)}
+  # RealEyes' LSTM (2048 -> 256) and AffWildNet's GRU (FC 4096 -> 128).
+  t_len = 6 if tiny else 150
+  for kind, feats, hidden in (('LSTM', 2048, 256), ('GRU', 4096, 128)):
+    feats, hidden = (32, 8) if tiny else (feats, hidden)
+    seq = normal(2, t_len, feats)
+    rnn = getattr(recurrent, kind)
+    out[f'{kind} 2x{hidden}, T={t_len}'] = {
+        f'JAX {kind} unroll 1': jax_case(rnn(hidden, 2), seq),
+        f'JAX {kind} unroll 4': jax_case(rnn(hidden, 2, unroll=4), seq),
+        f'torch.nn.{kind}': torch_case(getattr(torch.nn, kind)(
+            feats, hidden, 2, batch_first=True), seq)}
   return out
 
 

@@ -221,6 +221,7 @@ def test_layers_prints_table(capsys):
   printed = capsys.readouterr().out
   assert 'conv 3x3 64->64: JAX XLA default (YNNPACK)' in printed
   assert 'max-pool 3x3/2: JAX int8 argmax (pooling)' in printed
+  assert 'GRU 2x8, T=6: torch.nn.GRU' in printed
 
 
 def test_remat_prints_table(capsys):
