@@ -15,10 +15,9 @@ channels-last tensors (`F.conv2d`, `torch.nn.grad.conv2d_input` /
 `conv2d_weight`). A convolution's three JAX parts interleaved, then its
 three torch parts (not JAX and torch call by call: a JAX call right after
 a torch call pays for torch's OpenMP threads; `--call_by_call` measures
-that), median of `--steps`, on
-the same numbers in both (a test checks they agree). Each row gives its
-count in the trunk; the total rows weigh by
-it, so they are the trunk's convolution time per training step at this
+that), median of `--steps`, on the same numbers in both (a test checks
+they agree). Each row gives its count in the trunk; the total rows weigh
+by it, so they are the trunk's convolution time per training step at this
 batch (less the stem's input gradient, which a training step does not
 compute). This is the table that says which part of the
 convolutions is behind PyTorch, and by how much.

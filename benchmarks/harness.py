@@ -5,7 +5,7 @@ step of each in turn, `rounds` times, after warm-up) and reports medians, so
 drifting machine load hits every variant alike. JAX and PyTorch variants
 are interleaved among their own kind only, one framework after the other
 (`interleaved(..., group=framework)`): a JAX call right after a torch call
-runs up to ~20% slower on 2 cores (torch's idle OpenMP threads still hold
+ran 20-40% slower on 2 cores (torch's idle OpenMP threads still hold
 them), which call-by-call interleaving puts on JAX's side.
 """
 
@@ -179,9 +179,12 @@ def add_order_flag(parser) -> None:
       'OpenMP threads: to measure that bias)')
 
 
-def framework_group(args) -> Callable[[str], str] | None:
-  """`interleaved`'s `group` for a script with `add_order_flag`."""
-  return None if getattr(args, 'call_by_call', False) else framework
+def framework_group(args, framework_of: Callable[[str], str] = framework
+                    ) -> Callable[[str], str] | None:
+  """`interleaved`'s `group` for a script with `add_order_flag`:
+  `framework_of` (a variant's name -> its framework), or None with
+  `--call_by_call`."""
+  return None if getattr(args, 'call_by_call', False) else framework_of
 
 
 def order_caption(args) -> str:

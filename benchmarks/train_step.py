@@ -25,15 +25,15 @@ By default the variants run in one process on the same batch (median of
 `--steps` after `--warmup`), each framework's interleaved among themselves,
 JAX's before PyTorch's (`--call_by_call`: all in turn); with `--separate`
 each variant runs alone in a fresh process (in one process JAX pays page
-faults that it does not pay alone), and `--rounds R` repeats that sequence R times, every other round
-reversed, reporting each variant's median over rounds and the ratio per
-round, so that a slow phase of the machine hits both frameworks. With
-`--lockstep` the variants' processes are all started (and warmed up) first
-and then take one step each in turn, every other round reversed: separate
-processes, and the machine's drift over seconds shared alike. The table
-gives ms/step, steps/s, frames/s, peak memory (on a GPU the device's peak; on CPU, with --memory, the growth
-of resident memory over two steps of the variant run alone in a fresh
-process), XLA's own buffer total for the JAX step, the compilation time
+faults that it does not pay alone), and `--rounds R` repeats that sequence
+R times, every other round reversed, reporting each variant's median over
+rounds and the ratio per round, so that a slow phase of the machine hits
+both frameworks. With `--lockstep` the variants' processes are all started
+(and warmed up) first and then take one step each in turn, every other
+round reversed: separate processes, and the machine's drift over seconds
+shared alike. The table gives ms/step, steps/s, frames/s, peak memory (on
+a GPU the device's peak; on CPU, with --memory, the growth of resident
+memory over two steps of the variant run alone in a fresh process), XLA's own buffer total for the JAX step, the compilation time
 (JAX, ahead of time) and first-step time, and XLA's FLOP count of the step
 with the achieved FLOP/s (MFU against the device's bf16 peak on a GPU).
 `--xla_default` adds the JAX step compiled with XLA's own CPU convolution
@@ -522,7 +522,7 @@ def run_model(name: str, shape: Shape, args,
     kind = {v.name: v.framework for v in vs}
     timed = harness.interleaved(
         {v.name: v.step for v in vs}, args.steps, args.warmup,
-        group=None if args.call_by_call else kind.get)
+        group=harness.framework_group(args, kind.get))
   frames = shape.batch * shape.frames
   peak = harness.peak_flops(jax.devices()[0].device_kind)
   on_gpu = jax.default_backend() == 'gpu'
