@@ -2,7 +2,9 @@
 // the forward, the input gradient and the kernel gradient of a 2-D
 // convolution with one stride for both axes and any padding (the right and
 // bottom padding follow from the output's shape). Built and used by
-// benchmarks/onednn_conv.py (an experiment, not part of affect_jax).
+// benchmarks/onednn_conv.py (an experiment, not part of affect_jax), against
+// oneDNN 3.x (the PyPI wheels) or 2.x (Debian's libdnnl-dev), which differ
+// only in how a primitive descriptor is made.
 // Primitives are created once per shape and kept; the kernel is reordered
 // into oneDNN's preferred layout on every call (it changes every step).
 #include <cstdint>
@@ -61,17 +63,33 @@ Prims& Get(const Geometry& g) {
     auto& e = Engine();
     memory::dims strides{g.s, g.s}, dil{0, 0}, pl{g.pt, g.pl}, pr = g.pad_r();
     auto p = std::make_unique<Prims>();
+#if DNNL_VERSION_MAJOR >= 3
     p->fwd_pd = dnnl::convolution_forward::primitive_desc(
         e, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
         g.src(), g.any_w(), g.dst(), strides, dil, pl, pr);
+#else  // 2.x: an operation descriptor first
+    p->fwd_pd = dnnl::convolution_forward::primitive_desc(
+        {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+         g.src(), g.any_w(), g.dst(), strides, dil, pl, pr}, e);
+#endif
     p->fwd = dnnl::convolution_forward(p->fwd_pd);
     p->w_to_fwd = dnnl::reorder(dnnl::reorder::primitive_desc(e, g.hwio(), e, p->fwd_pd.weights_desc()));
+#if DNNL_VERSION_MAJOR >= 3
     p->bwd_d_pd = dnnl::convolution_backward_data::primitive_desc(
         e, dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr, p->fwd_pd);
+#else
+    p->bwd_d_pd = dnnl::convolution_backward_data::primitive_desc(
+        {dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr}, e, p->fwd_pd);
+#endif
     p->bwd_d = dnnl::convolution_backward_data(p->bwd_d_pd);
     p->w_to_bwd_d = dnnl::reorder(dnnl::reorder::primitive_desc(e, g.hwio(), e, p->bwd_d_pd.weights_desc()));
+#if DNNL_VERSION_MAJOR >= 3
     p->bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(
         e, dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr, p->fwd_pd);
+#else
+    p->bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(
+        {dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr}, e, p->fwd_pd);
+#endif
     p->bwd_w = dnnl::convolution_backward_weights(p->bwd_w_pd);
     p->dw_to_hwio = dnnl::reorder(dnnl::reorder::primitive_desc(e, p->bwd_w_pd.diff_weights_desc(), e, g.hwio()));
     slot = std::move(p);

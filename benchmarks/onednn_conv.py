@@ -1,16 +1,18 @@
 """An experiment: the training step with oneDNN's convolutions (XLA FFI).
 
+  apt-get install libdnnl-dev                     # Debian: oneDNN 2.x, or
   pip install onednn-cpu-gomp && pip install --no-deps onednn-devel
   python benchmarks/onednn_conv.py                # check, then time the step
   python benchmarks/onednn_conv.py --rounds 3     # more alternating rounds
+  python benchmarks/onednn_conv.py --prefix /usr  # that oneDNN install
 
 XLA:CPU runs convolutions with Eigen (the project's flag) or YNNPACK; PyTorch
 runs them with oneDNN, and that is where the JAX step's gap to PyTorch's is
 on AVX-512 CPUs (docs/BENCHMARKS.md). This script compiles
 `onednn_conv.cc` (three XLA FFI handlers: forward, input gradient, kernel
-gradient) with g++ against jaxlib's FFI headers and the oneDNN on the
-Python path, registers them, and puts them under a `jax.custom_vjp`. It
-then
+gradient; oneDNN 2.x or 3.x) with g++ against jaxlib's FFI headers and the
+first oneDNN found (`--prefix`; else the Python prefixes, /usr/local,
+/usr), registers them, and puts them under a `jax.custom_vjp`. It then
 
 1. checks them against `lax.conv_general_dilated`, values and both
    gradients, on every distinct convolution shape of the ResNet-50 trunk
@@ -21,14 +23,16 @@ then
    `Conv1x1` runs through the FFI targets (the model is patched in the
    child process; affect_jax itself is unchanged).
 
-It is not part of affect_jax: the oneDNN wheels on PyPI do not fit
-together (`onednn-cpu-gomp` is oneDNN 3.2 without headers, `onednn-devel`
-carries the 3.13 headers of the SYCL build `onednn`), so this compiles
-3.13's C++ API against the 3.2 library; the checks above are what makes
-that usable here. oneDNN runs its own OpenMP threads (`OMP_NUM_THREADS`,
-default: the CPU threads) beside XLA's; the step's processes get
-`OMP_WAIT_POLICY=PASSIVE` unless it is set, so that idle OpenMP threads
-sleep rather than spin on the cores XLA's pool runs on next.
+It is not part of affect_jax: it needs a C++ compiler and a oneDNN beside
+the Python packages. Debian's `libdnnl-dev` (oneDNN 2.6, OpenMP runtime) is
+a coherent install; the PyPI wheels are not (`onednn-cpu-gomp` is oneDNN
+3.2 without headers, `onednn-devel` carries the 3.13 headers of the SYCL
+build `onednn`), so with them this compiles 3.13's C++ API against the 3.2
+library; the checks above are what makes that usable. oneDNN runs its own
+OpenMP threads (`OMP_NUM_THREADS`, default: the CPU threads) beside XLA's;
+the step's processes get `OMP_WAIT_POLICY=PASSIVE` unless it is set, so
+that idle OpenMP threads sleep rather than spin on the cores XLA's pool
+runs on next.
 """
 
 from __future__ import annotations
@@ -61,16 +65,25 @@ import numpy as np
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       'onednn_conv.cc')
 TARGETS = ('OnednnConvFwd', 'OnednnConvBwdData', 'OnednnConvBwdWeights')
-INSTALL = 'pip install onednn-cpu-gomp && pip install --no-deps onednn-devel'
+INSTALL = ('apt-get install libdnnl-dev (Debian, oneDNN 2.x), or pip install '
+           'onednn-cpu-gomp && pip install --no-deps onednn-devel')
 
 
 def onednn_paths() -> tuple[str, str] | None:
-  """(include dir, libdnnl.so.3) from the Python prefixes, or None."""
-  for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+  """(include dir, libdnnl.so.N) of the first oneDNN found, or None.
+
+  `$ONEDNN_PREFIX` if set (`--prefix`), else the Python prefixes (the PyPI
+  wheels), /usr/local and /usr (Debian's `libdnnl-dev`, oneDNN 2.x).
+  """
+  prefixes = ([os.environ['ONEDNN_PREFIX']] if os.environ.get('ONEDNN_PREFIX')
+              else [sys.prefix, sys.base_prefix, '/usr/local', '/usr'])
+  for prefix in dict.fromkeys(prefixes):
     header = os.path.join(prefix, 'include', 'oneapi', 'dnnl', 'dnnl.hpp')
-    libs = sorted(glob.glob(os.path.join(prefix, 'lib', 'libdnnl.so.3')))
+    libs = sorted(lib for d in ('lib', 'lib64', 'lib/*-linux-gnu')
+                  for lib in glob.glob(os.path.join(prefix, d,
+                                                    'libdnnl.so.[0-9]')))
     if os.path.exists(header) and libs:
-      return os.path.join(prefix, 'include'), libs[0]
+      return os.path.join(prefix, 'include'), libs[-1]
   return None
 
 
@@ -230,8 +243,12 @@ def main(argv=None):
   p.add_argument('--tiny', action='store_true', help='tiny step (a smoke test)')
   p.add_argument('--no_step', action='store_true', help='only the check')
   p.add_argument('--step_child', choices=('0', '1'), help=argparse.SUPPRESS)
+  p.add_argument('--prefix', help='the oneDNN install to use (default: the '
+                 'Python prefixes, then /usr/local and /usr)')
   p.add_argument('--json')
   args = p.parse_args(argv)
+  if args.prefix:  # Read by onednn_paths(), here and in the step processes.
+    os.environ['ONEDNN_PREFIX'] = args.prefix
   own_argv = ['--steps', str(args.steps)] + (['--tiny'] if args.tiny else [])
   if args.step_child is not None:
     from benchmarks import train_step
