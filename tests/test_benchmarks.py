@@ -375,6 +375,22 @@ def test_onednn_conv_says_how_to_install_onednn(monkeypatch, capsys):
   assert onednn_conv.INSTALL in capsys.readouterr().err
 
 
+def test_onednn_paths_finds_a_debian_layout_and_needs_the_header(
+    tmp_path, monkeypatch):
+  from benchmarks import onednn_conv
+  lib_dir = tmp_path / 'lib' / 'x86_64-linux-gnu'
+  lib_dir.mkdir(parents=True)
+  for version in ('2', '3'):
+    (lib_dir / f'libdnnl.so.{version}').write_bytes(b'')
+  monkeypatch.setenv('ONEDNN_PREFIX', str(tmp_path))
+  assert onednn_conv.onednn_paths() is None  # A library without headers.
+  header = tmp_path / 'include' / 'oneapi' / 'dnnl' / 'dnnl.hpp'
+  header.parent.mkdir(parents=True)
+  header.write_text('')
+  assert onednn_conv.onednn_paths() == (str(tmp_path / 'include'),
+                                        str(lib_dir / 'libdnnl.so.3'))
+
+
 def test_onednn_convolutions_match_lax_values_and_gradients(tmp_path):
   from benchmarks import onednn_conv
   if onednn_conv.onednn_paths() is None:
