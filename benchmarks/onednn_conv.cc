@@ -12,6 +12,7 @@
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <memory>
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -42,6 +43,28 @@ struct Geometry {
   auto key() const { return std::make_tuple(n, h, w, c, kh, kw, o, oh, ow, s, pt, pl); }
 };
 
+// A primitive descriptor from the operation's arguments: oneDNN 3.x takes
+// the engine first (and a backward primitive's forward hint last); 2.x
+// takes an operation descriptor, then the engine and the hint.
+template <typename P, typename... A>
+typename P::primitive_desc Pd(const dnnl::engine& e, A&&... a) {
+#if DNNL_VERSION_MAJOR >= 3
+  return typename P::primitive_desc(e, std::forward<A>(a)...);
+#else
+  return typename P::primitive_desc(typename P::desc(std::forward<A>(a)...), e);
+#endif
+}
+
+template <typename P, typename... A>
+typename P::primitive_desc BwdPd(const dnnl::engine& e, const dnnl::convolution_forward::primitive_desc& hint,
+                                 A&&... a) {
+#if DNNL_VERSION_MAJOR >= 3
+  return typename P::primitive_desc(e, std::forward<A>(a)..., hint);
+#else
+  return typename P::primitive_desc(typename P::desc(std::forward<A>(a)...), e, hint);
+#endif
+}
+
 struct Prims {
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
@@ -63,33 +86,17 @@ Prims& Get(const Geometry& g) {
     auto& e = Engine();
     memory::dims strides{g.s, g.s}, dil{0, 0}, pl{g.pt, g.pl}, pr = g.pad_r();
     auto p = std::make_unique<Prims>();
-#if DNNL_VERSION_MAJOR >= 3
-    p->fwd_pd = dnnl::convolution_forward::primitive_desc(
+    p->fwd_pd = Pd<dnnl::convolution_forward>(
         e, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
         g.src(), g.any_w(), g.dst(), strides, dil, pl, pr);
-#else  // 2.x: an operation descriptor first
-    p->fwd_pd = dnnl::convolution_forward::primitive_desc(
-        {dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-         g.src(), g.any_w(), g.dst(), strides, dil, pl, pr}, e);
-#endif
     p->fwd = dnnl::convolution_forward(p->fwd_pd);
     p->w_to_fwd = dnnl::reorder(dnnl::reorder::primitive_desc(e, g.hwio(), e, p->fwd_pd.weights_desc()));
-#if DNNL_VERSION_MAJOR >= 3
-    p->bwd_d_pd = dnnl::convolution_backward_data::primitive_desc(
-        e, dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr, p->fwd_pd);
-#else
-    p->bwd_d_pd = dnnl::convolution_backward_data::primitive_desc(
-        {dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr}, e, p->fwd_pd);
-#endif
+    p->bwd_d_pd = BwdPd<dnnl::convolution_backward_data>(
+        e, p->fwd_pd, dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr);
     p->bwd_d = dnnl::convolution_backward_data(p->bwd_d_pd);
     p->w_to_bwd_d = dnnl::reorder(dnnl::reorder::primitive_desc(e, g.hwio(), e, p->bwd_d_pd.weights_desc()));
-#if DNNL_VERSION_MAJOR >= 3
-    p->bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(
-        e, dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr, p->fwd_pd);
-#else
-    p->bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(
-        {dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr}, e, p->fwd_pd);
-#endif
+    p->bwd_w_pd = BwdPd<dnnl::convolution_backward_weights>(
+        e, p->fwd_pd, dnnl::algorithm::convolution_direct, g.src(), g.any_w(), g.dst(), strides, dil, pl, pr);
     p->bwd_w = dnnl::convolution_backward_weights(p->bwd_w_pd);
     p->dw_to_hwio = dnnl::reorder(dnnl::reorder::primitive_desc(e, p->bwd_w_pd.diff_weights_desc(), e, g.hwio()));
     slot = std::move(p);

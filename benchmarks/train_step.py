@@ -33,9 +33,10 @@ both frameworks. With `--lockstep` the variants' processes are all started
 round reversed: separate processes, and the machine's drift over seconds
 shared alike. The table gives ms/step, steps/s, frames/s, peak memory (on
 a GPU the device's peak; on CPU, with --memory, the growth of resident
-memory over two steps of the variant run alone in a fresh process), XLA's own buffer total for the JAX step, the compilation time
-(JAX, ahead of time) and first-step time, and XLA's FLOP count of the step
-with the achieved FLOP/s (MFU against the device's bf16 peak on a GPU).
+memory over two steps of the variant run alone in a fresh process), XLA's
+own buffer total for the JAX step, the compilation time (JAX, ahead of
+time) and first-step time, and XLA's FLOP count of the step with the
+achieved FLOP/s (MFU against the device's bf16 peak on a GPU).
 `--xla_default` adds the JAX step compiled with XLA's own CPU convolution
 setting (YNNPACK), which `affect_jax.xla_flags` replaces. The
 last line, `jax_over_torch_train_throughput=R`, is JAX frames/s over the
