@@ -8,7 +8,8 @@ of a video is a contiguous run of record indices. The pipeline:
    indexes them once: where each video starts, how long it is, and its
    per-frame labels (kept in memory for class counts and resampling).
 2. `make_windows` cuts every video into windows (start, valid length).
-3. `train_dataset` / `eval_dataset` turn windows into batches of
+3. `train_batches` (the train stage's one call: batches and steps per
+   epoch from the same windows) / `eval_dataset` turn windows into batches of
    `{'frames': uint8 [B, T, H, W, 3], 'valence': [B, T], 'arousal': [B, T],
    'emotions': [B, T, C], 'landmarks': [B, T, 68, 2], 'mask': [B, T],
    'frame_index': [B, T], 'video_index': [B], 't0': [B]}`. Frames stay uint8
@@ -24,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from absl import logging
 import grain
@@ -657,6 +658,30 @@ def train_windows(split: SplitData, input_cfg, rare_repeats: int = 1,
   return windows
 
 
+class TrainBatches(NamedTuple):
+  """A train stage's data: the batches and the epoch they were cut from."""
+  dataset: grain.MapDataset  # Element s: this process's rows of step s.
+  steps_per_epoch: int
+  windows: np.ndarray  # [N, 3] one epoch's windows, in sampler order.
+
+
+def train_batches(split: SplitData, input_cfg, batch_size: int, stage_cfg,
+                  num_emotions: int | None = None) -> TrainBatches:
+  """The one call that assembles a train stage's data from its config.
+
+  `stage_cfg` is the resolved train section: its `seed`, `augment`,
+  `rare_window_repeats`, `sampler` and `sampler_targets` all reach the
+  windows the batches are cut from, and the steps per epoch are counted on
+  those same windows, so the two cannot disagree.
+  """
+  windows = train_windows(split, input_cfg, stage_cfg.rare_window_repeats,
+                          stage_cfg.sampler, stage_cfg.sampler_targets,
+                          stage_cfg.seed)
+  ds = _train_dataset(windows, split, input_cfg, batch_size, stage_cfg.seed,
+                      stage_cfg.augment, num_emotions, stage_cfg.sampler)
+  return TrainBatches(ds, max(1, len(windows) // batch_size), windows)
+
+
 def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
                   augment: bool = True, rare_repeats: int = 1,
                   num_emotions: int | None = None, sampler: str = 'shuffle',
@@ -665,10 +690,17 @@ def train_dataset(split: SplitData, input_cfg, batch_size: int, seed: int,
 
   Element s is the batch of step s, so `ds[start:]` resumes exactly.
   Under several processes each loads only its rows of every global batch
-  (`process_batches`).
+  (`process_batches`). The train stage goes through `train_batches`.
   """
   windows = train_windows(split, input_cfg, rare_repeats, sampler,
                           sampler_targets, seed)
+  return _train_dataset(windows, split, input_cfg, batch_size, seed, augment,
+                        num_emotions, sampler)
+
+
+def _train_dataset(windows: np.ndarray, split: SplitData, input_cfg,
+                   batch_size: int, seed: int, augment: bool,
+                   num_emotions: int | None, sampler: str) -> grain.MapDataset:
   if sampler == 'distinct_videos':
     # A new arrangement each epoch; batch b of the epoch has B videos.
     per_epoch = (len(windows) // batch_size) * batch_size

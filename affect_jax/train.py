@@ -592,11 +592,10 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
           f'{dict(zip(output_names, counts.tolist()))} -> weights '
           f'{np.round(class_weights, 3).tolist()}', flush=True)
 
-  sampler = dict(sampler=cfg.get('sampler', 'shuffle'),
-                 sampler_targets=cfg.get('sampler_targets', ''))
-  steps_per_epoch = max(1, len(input_pipeline.train_windows(
-      train_split, config.input, cfg.rare_window_repeats, seed=cfg.seed,
-      **sampler)) // config.batch_size)
+  data = input_pipeline.train_batches(
+      train_split, config.input, config.batch_size, cfg,
+      num_emotions=None if task.needs == 'va' else n_out)
+  ds, steps_per_epoch = data.dataset, data.steps_per_epoch
   _schedule_in_steps(cfg, steps_per_epoch)
   writers.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
   stage = Stage(config, cfg, n_out, class_weights)
@@ -614,10 +613,6 @@ def _train(config, cfg, workdir, train_split, eval_split, init_source, name,
     print(f'[{name}] resuming from step {int(state.step)}.', flush=True)
   start = int(state.step)
 
-  ds = input_pipeline.train_dataset(
-      train_split, config.input, config.batch_size, seed=cfg.seed,
-      augment=cfg.augment, rare_repeats=cfg.rare_window_repeats,
-      num_emotions=None if task.needs == 'va' else n_out)
   writer = writers.MetricWriter(workdir)
   frames_per_step = config.batch_size * config.input.window
   print(f'[{name}] task={task.name} loss={loss_name} '

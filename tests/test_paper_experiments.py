@@ -291,10 +291,9 @@ def _train_sections(config):
 def _batch_and_stage(config, cfg, split):
   task = tasks.get(cfg.task)
   n_out = len(task.output_names(split.emotion_names))
-  ds = ip.train_dataset(
-      split, config.input, config.batch_size, seed=0, augment=cfg.augment,
-      num_emotions=None if task.needs == 'va' else n_out,
-      sampler=cfg.sampler, sampler_targets=cfg.sampler_targets)
+  ds = ip.train_batches(
+      split, config.input, config.batch_size, cfg,
+      num_emotions=None if task.needs == 'va' else n_out).dataset
   batch = next(ip.iterate(ds, config.input))
   return batch, train.Stage(config, cfg, n_out)
 
