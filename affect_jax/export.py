@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from typing import Any
 
 from absl import app
@@ -28,6 +27,7 @@ from absl import flags
 from absl import logging
 
 from affect_jax import checkpointing
+from affect_jax import cli
 from affect_jax.errors import AffectJaxError
 
 FLAGS = flags.FLAGS
@@ -71,14 +71,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
-  try:
-    if not FLAGS.workdir or not FLAGS.output:
-      raise AffectJaxError('--workdir and --output are required (see '
-                           '--help).')
-    record = export(FLAGS.workdir, FLAGS.output)
-  except AffectJaxError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  if not FLAGS.workdir or not FLAGS.output:
+    raise AffectJaxError('--workdir and --output are required (see --help).')
+  record = export(FLAGS.workdir, FLAGS.output)
   print(f'{FLAGS.output}: {record["task"]} model ({", ".join(record["outputs"])}'
         f'), step {record["step"]}')
 
@@ -93,4 +88,4 @@ def define_flags() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

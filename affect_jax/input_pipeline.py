@@ -116,13 +116,55 @@ def _prepared_dir(data_dir: str, name: str, builder_config: str | None) -> str:
   return base
 
 
+def data_dir_of(dataset_cfg) -> str:
+  return os.path.expanduser(dataset_cfg.get('data_dir') or
+                            os.environ.get('TFDS_DATA_DIR', '') or
+                            '~/tensorflow_datasets')
+
+
+def builder_config_name(dataset_cfg, default_config: str | None
+                        ) -> str | None:
+  """The builder config a dataset section names, `prepared_with` applied.
+
+  `prepare` appends the face options it was given to the config's name
+  (`default` + `--image_size=112` -> `default-image_size_112`);
+  `prepared_with='image_size_112'` selects those records. A full name in
+  `builder_config` (or in `prepared_with`) is taken as it is.
+  """
+  base = dataset_cfg.get('builder_config') or default_config
+  options = (dataset_cfg.get('prepared_with') or '').strip().strip('-')
+  if not options:
+    return base or None
+  if not base or (base and options.startswith(base + '-')):
+    return options
+  if '-' in (dataset_cfg.get('builder_config') or ''):
+    return base  # A full name given for this stage wins.
+  return f'{base}-{options}'
+
+
+def prepared_variants(data_dir: str, name: str) -> list[str]:
+  """The builder configs of `name` with finished records under data_dir."""
+  root = os.path.join(data_dir, name)
+  if not os.path.isdir(root):
+    return []
+  out = []
+  for config in sorted(os.listdir(root)):
+    folder = os.path.join(root, config)
+    if not os.path.isdir(folder):
+      continue
+    if any(os.path.exists(os.path.join(folder, v, 'dataset_info.json'))
+           for v in os.listdir(folder) if not v.startswith('incomplete.')):
+      out.append(config)
+  return out
+
+
 def get_builder(dataset_cfg) -> Any:
   """Returns the TFDS builder of a prepared dataset (building the synthetic one).
 
   Args:
-    dataset_cfg: ConfigDict with `name`, `builder_config`, `data_dir` and
-      `build_if_missing` (only the embedded synthetic dataset can be built
-      without the user's files).
+    dataset_cfg: ConfigDict with `name`, `builder_config`, `data_dir`,
+      `prepared_with` and `build_if_missing` (only the embedded synthetic
+      dataset can be built without the user's files).
 
   Raises:
     AffectJaxError: when the dataset is not prepared under `data_dir`.
@@ -131,17 +173,22 @@ def get_builder(dataset_cfg) -> Any:
   import tfds_builders  # pylint: disable=g-import-not-at-top
   tfds_builders.register_all()
 
-  data_dir = os.path.expanduser(dataset_cfg.data_dir or
-                                os.environ.get('TFDS_DATA_DIR', '') or
-                                '~/tensorflow_datasets')
+  data_dir = data_dir_of(dataset_cfg)
   name = dataset_cfg.name
-  builder_config = dataset_cfg.get('builder_config') or None
-  full_name = f'{name}/{builder_config}' if builder_config else name
   try:
-    builder = tfds.builder(full_name, data_dir=data_dir)
+    cls = tfds.builder_cls(name)
+    default_config = (cls.BUILDER_CONFIGS[0].name if cls.BUILDER_CONFIGS
+                      else None)
   except Exception:  # pylint: disable=broad-except
-    # Not a registered builder: a dataset prepared elsewhere may still be
-    # readable from its directory.
+    cls, default_config = None, None
+  builder_config = builder_config_name(dataset_cfg, default_config)
+  full_name = f'{name}/{builder_config}' if builder_config else name
+  known = cls is not None and (
+      builder_config is None or
+      builder_config in {c.name for c in cls.BUILDER_CONFIGS})
+  if not known:
+    # Not a registered builder or config (e.g. one `prepare` named after its
+    # options): read the prepared records from their directory.
     builder = None
     base = _prepared_dir(data_dir, name, builder_config)
     if os.path.isdir(base):
@@ -153,10 +200,12 @@ def get_builder(dataset_cfg) -> Any:
       if versions:
         builder = tfds.builder_from_directory(os.path.join(base, versions[-1]))
     if builder is None:
-      raise _not_prepared_error(name, data_dir, builder_config) from None
+      raise _not_prepared_error(name, data_dir, builder_config,
+                                default_config) from None
     tfds_builders.core.check_prepared(builder)
     return builder
 
+  builder = tfds.builder(full_name, data_dir=data_dir)
   if not _is_prepared(builder):
     if dataset_cfg.get('build_if_missing', False):
       logging.info('Building %s into %s (first run only).', full_name,
@@ -165,7 +214,8 @@ def get_builder(dataset_cfg) -> Any:
             flush=True)
       builder.download_and_prepare()
     else:
-      raise _not_prepared_error(name, data_dir, builder_config)
+      raise _not_prepared_error(name, data_dir, builder_config,
+                                default_config)
   # Refuses a half-written folder (missing or short shards) with the fix.
   tfds_builders.core.check_prepared(builder)
   return builder
@@ -175,9 +225,28 @@ def _is_prepared(builder) -> bool:
   return os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
 
 
-def _not_prepared_error(name: str, data_dir: str,
-                        builder_config: str | None) -> AffectJaxError:
+def _not_prepared_error(name: str, data_dir: str, builder_config: str | None,
+                        default_config: str | None = None) -> AffectJaxError:
   where = _prepared_dir(data_dir, name, builder_config)
+  present = [v for v in prepared_variants(data_dir, name)
+             if v != builder_config]
+  if present:
+    base = builder_config.split('-')[0] if builder_config else default_config
+    picks = []
+    for v in present:
+      if base and v.startswith(base + '-'):
+        picks.append(f'{v}: --config.dataset.prepared_with='
+                     f'{v[len(base) + 1:]}')
+      elif v == base:
+        picks.append(f'{v}: --config.dataset.prepared_with= (the default)')
+      else:
+        picks.append(f'{v}: --config.STAGE.dataset.builder_config={v}')
+    return AffectJaxError(
+        f'No prepared {name!r} records named {builder_config or name!r} '
+        f'under {data_dir} (looked for {where}); {data_dir} holds other '
+        f'prepared variants of {name!r}, each selected by: '
+        + '; '.join(picks) + '. Or prepare the one asked for with '
+        f'`python -m affect_jax.prepare --dataset={name} ...`.')
   return AffectJaxError(
       f'No prepared {name!r} dataset found: looked for TFDS records under '
       f'{where} (data_dir={data_dir!r}, set with --config.dataset.data_dir or '

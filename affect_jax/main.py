@@ -10,7 +10,8 @@ Rerunning the same command resumes an interrupted run. SIGTERM / SIGINT
 save the running stage's `latest` checkpoint at the current step and exit
 with 143 / 130 (128 + the signal), which schedulers read as "stopped".
 Config fields can be overridden on the command line, e.g.
-`--config.num_train_steps=100`. Under SLURM (`srun`, several tasks) the
+`--config.num_train_steps=100`; `--config=FILE:list` lists a file's
+variants. Under SLURM (`srun`, several tasks) the
 processes find each other by themselves; elsewhere pass
 `--coordinator_address/--num_processes/--process_id` (docs/cluster.md).
 """
@@ -30,9 +31,9 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from affect_jax import cli
 from affect_jax import distributed
 from affect_jax import experiment
-from affect_jax.errors import AffectJaxError, Interrupted
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, results.')
@@ -59,25 +60,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
-  try:
-    found = distributed.initialize(FLAGS.coordinator_address,
-                                   FLAGS.num_processes, FLAGS.process_id,
-                                   FLAGS.distributed)
-    if found:
-      print(f'jax.distributed ({found}): process {jax.process_index()} of '
-            f'{jax.process_count()}, {jax.local_device_count()} of '
-            f'{jax.device_count()} devices here.', flush=True)
-      if jax.process_index():
-        # Only process 0 logs (errors still reach every process's stderr).
-        sys.stdout = open(os.devnull, 'w')
-    experiment.run(FLAGS.config, FLAGS.workdir)
-  except AffectJaxError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  except Interrupted as e:
-    print(e, file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
-
+  found = distributed.initialize(FLAGS.coordinator_address,
+                                 FLAGS.num_processes, FLAGS.process_id,
+                                 FLAGS.distributed)
+  if found:
+    print(f'jax.distributed ({found}): process {jax.process_index()} of '
+          f'{jax.process_count()}, {jax.local_device_count()} of '
+          f'{jax.device_count()} devices here.', flush=True)
+    if jax.process_index():
+      # Only process 0 logs (errors still reach every process's stderr).
+      sys.stdout = open(os.devnull, 'w')
+  experiment.run(FLAGS.config, FLAGS.workdir)
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, config_flag='config')

@@ -12,9 +12,10 @@ named config:
   python -m affect_jax.prepare --dataset=recola --manual_dir=DIR \
       --face_detector=haar --image_size=112
 
-and change the config's name to say so (`default-detector_haar-image_size_112`:
-use that as `--config.dataset.builder_config` when training), so records
-built with other options never mix. `--num_workers` (default: the cores
+and change the config's name to say so (`default-detector_haar-image_size_112`),
+so records built with other options never mix; train on them with
+`--config.dataset.prepared_with=detector_haar-image_size_112` (every stage
+inherits `config.dataset`; prepare prints the flag). `--num_workers` (default: the cores
 this process may use, at most the number of videos of a split) and
 `--skip_broken` do not change the name.
 
@@ -31,12 +32,11 @@ beam_options=...)`), with the same records:
 
 import dataclasses
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 
+from affect_jax import cli
 from affect_jax.errors import AffectJaxError
 
 FLAGS = flags.FLAGS
@@ -205,6 +205,10 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
       raise AffectJaxError(
           f'--manual_dir={manual_dir!r} is not a folder; point it at your '
           f'copy of {name} in the layout of docs/data_formats.md.')
+    if not os.listdir(manual_dir):
+      raise AffectJaxError(
+          f'--manual_dir={manual_dir!r} is an empty folder; it must hold your '
+          f'copy of {name} in the layout of docs/data_formats.md.')
     download['manual_dir'] = manual_dir
   if beam_runner or beam_options:
     if not isinstance(builder, core.VideoFrameBuilder):
@@ -233,6 +237,7 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
   from affect_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   for split in builder.info.splits:
     input_pipeline.indexed_split(builder, split)
+  print(training_hint(builder, data_dir))
   broken = core.skipped_videos(builder)
   if broken:
     print(f'skip_broken: {len(broken)} video(s) left out or cut short (also '
@@ -241,22 +246,34 @@ def prepare(dataset: str, data_dir: str | None, manual_dir: str | None,
   return builder
 
 
+def training_hint(builder, data_dir: str) -> str:
+  """How a config selects these records (`config.dataset`)."""
+  flags_ = []
+  default_dir = os.path.expanduser(os.environ.get('TFDS_DATA_DIR') or
+                                   '~/tensorflow_datasets')
+  if os.path.abspath(data_dir) != os.path.abspath(default_dir):
+    flags_.append(f'--config.dataset.data_dir={data_dir}')
+  config = builder.builder_config.name if builder.builder_config else ''
+  if '-' in config:
+    flags_.append(f'--config.dataset.prepared_with={config.split("-", 1)[1]}')
+  if not flags_:
+    return 'Train on it with the configs as they are (docs/experiments.md).'
+  return ('Train on it with ' + ' '.join(flags_) + ' (every stage inherits '
+          'config.dataset; docs/experiments.md).')
+
+
 def main(argv):
   del argv
-  try:
-    prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir,
-            detector=FLAGS.face_detector, landmarks=FLAGS.landmarks,
-            image_size=FLAGS.image_size, margin=FLAGS.margin,
-            detect_every=FLAGS.detect_every, track=FLAGS.track,
-            detect_max_side=FLAGS.detect_max_side,
-            num_workers=(AUTO_WORKERS if FLAGS.num_workers is None
-                         else FLAGS.num_workers),
-            skip_broken=FLAGS.skip_broken, beam_runner=FLAGS.beam_runner,
-            beam_options=FLAGS.beam_options)
-  except AffectJaxError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir,
+          detector=FLAGS.face_detector, landmarks=FLAGS.landmarks,
+          image_size=FLAGS.image_size, margin=FLAGS.margin,
+          detect_every=FLAGS.detect_every, track=FLAGS.track,
+          detect_max_side=FLAGS.detect_max_side,
+          num_workers=(AUTO_WORKERS if FLAGS.num_workers is None
+                       else FLAGS.num_workers),
+          skip_broken=FLAGS.skip_broken, beam_runner=FLAGS.beam_runner,
+          beam_options=FLAGS.beam_options)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

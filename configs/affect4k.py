@@ -53,6 +53,26 @@ VARIANTS = ('', 'crossdb', 'synthetic', 'synthetic_crossdb') + tuple(
     f'synthetic+{m}' for m in MODIFIERS
     if m not in ('synthetic', 'synthetic_crossdb', 'crossdb',
                  'vgg16_imagenet', 'vgg16_affwild'))
+# One line a variant and a modifier (`--config=configs/affect4k.py:list`).
+HELP = {
+    '': 'AlexNet-GRU on a prepared frame_list (the thesis\' CSV frame lists)',
+    'crossdb': 'two models, each tested on both datasets (2 x 2 table)',
+    'synthetic': 'on synthetic data, a size for 2 CPU cores',
+    'synthetic_crossdb': 'the cross-database table on synthetic data',
+}
+MODIFIER_HELP = {
+    'alexnet_gru': 'AlexNet -> GRU (the default)',
+    'vgg16_gru': 'VGG-16 -> GRU',
+    'resnet50_gru': 'ResNet-50 -> GRU',
+    'vgg16_cnn': 'VGG-16 alone, no RNN',
+    'vgg16_imagenet': 'VGG-16 trunk from imported ImageNet weights',
+    'vgg16_affwild': 'VGG-16 trunk from an Aff-Wild run',
+    'mean_subtraction': 'inputs minus the mean pixel (Sec. 6.1)',
+    'whitening': 'per-image whitened inputs (Sec. 6.1)',
+    'crossdb': 'the cross-database stage',
+    'synthetic': 'on synthetic data',
+    'synthetic_crossdb': 'the cross-database table on synthetic data',
+}
 
 
 def _model(mods) -> ml_collections.ConfigDict:

@@ -61,6 +61,33 @@ MODIFIERS = ('vgg_face', 'resnet50', 'vgg16', 'cnn_only', 'cnn_lstm',
 VARIANTS = ('', 'synthetic') + tuple(
     f'synthetic+{m}' for m in MODIFIERS
     if m not in ('synthetic', 'affwild2_va', 'affwild2_expr'))
+# One line a variant and a modifier (`--config=configs/affwildnet.py:list`).
+HELP = {
+    '': 'AffWildNet (VGG-Face CNN-GRU + landmarks) on a prepared aff_wild',
+    'synthetic': 'the same network family on the synthetic affwild_like set, '
+                 'a size for 2 CPU cores',
+}
+MODIFIER_HELP = {
+    'vgg_face': 'VGG-Face trunk (the default on real data)',
+    'resnet50': 'ResNet-50 trunk (the default on synthetic data)',
+    'vgg16': 'VGG-16 trunk',
+    'cnn_only': 'no RNN: the CNN alone (kollias2019 Table 9)',
+    'cnn_lstm': 'LSTM instead of GRU (Table 12)',
+    'cnn_lstm_peephole': 'LSTM with peepholes',
+    'no_landmarks': 'without the 68 landmarks (Table 10)',
+    'hidden64': '64 RNN units',
+    'hidden128': '128 RNN units (the default)',
+    'hidden256': '256 RNN units',
+    'layers1': '1 RNN layer',
+    'layers2': '2 RNN layers (the default)',
+    'layers3': '3 RNN layers',
+    'size224': '224x224 crops instead of 96x96',
+    'constant_lr': 'constant learning rate (no exponential decay)',
+    'no_oversampling': 'no valence-arousal quadrant oversampling',
+    'affwild2_va': 'on a prepared aff_wild2 (valence/arousal)',
+    'affwild2_expr': 'on a prepared aff_wild2 (7 expressions, softmax head)',
+    'synthetic': 'the embedded synthetic data at a size for 2 CPU cores',
+}
 
 
 def parse(variant: str, allowed=MODIFIERS, config_file='affwildnet.py'

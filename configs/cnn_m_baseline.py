@@ -24,6 +24,11 @@ import ml_collections
 from configs import common
 
 VARIANTS = ('', 'synthetic')
+# One line a variant (`--config=configs/cnn_m_baseline.py:list`).
+HELP = {
+    '': 'the Aff-Wild challenge baseline CNN-M on a prepared aff_wild',
+    'synthetic': 'the same on the synthetic affwild_like set',
+}
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

@@ -46,11 +46,30 @@ _INT, _FLOAT, _STR = int, float, str
 def dataset(name: str, builder_config: str = '', *, train: str = 'train',
             eval_: str = 'validation', test: str = 'test',
             build_if_missing: bool = False) -> ml_collections.ConfigDict:
-  """Where a stage's data lives: a TFDS builder (and config) and its splits."""
+  """Where a stage's data lives: a TFDS builder (and config) and its splits.
+
+  Empty `data_dir` and `prepared_with` take the experiment's
+  `config.dataset` values (`dataset_defaults`).
+  """
   return ml_collections.ConfigDict(dict(
       name=name, builder_config=builder_config, data_dir='',
-      train_split=train, eval_split=eval_, test_split=test,
+      prepared_with='', train_split=train, eval_split=eval_, test_split=test,
       build_if_missing=build_if_missing))
+
+
+def dataset_defaults() -> ml_collections.ConfigDict:
+  """`config.dataset`: how every stage finds its prepared records.
+
+  `data_dir`: where `prepare --data_dir` wrote them ('' = $TFDS_DATA_DIR or
+  ~/tensorflow_datasets). `prepared_with`: the face options `prepare` was
+  given, as it added them to the builder config's name (`prepare
+  --image_size=112` writes `default-image_size_112`: pass
+  `--config.dataset.prepared_with=image_size_112`); '' = the builder
+  config's own defaults. Every stage's dataset section inherits both unless
+  it sets its own (`--config.STAGE.dataset.data_dir=...`, or a full
+  `--config.STAGE.dataset.builder_config=NAME`).
+  """
+  return ml_collections.ConfigDict(dict(data_dir='', prepared_with=''))
 
 
 def train_stage(task: str, data: ml_collections.ConfigDict, *, loss: str = '',
@@ -191,6 +210,8 @@ def experiment(name: str, stages: str) -> ml_collections.ConfigDict:
   c.early_stopping_patience = 0  # Evaluations without gain; 0 = never stop.
   c.model = ml_collections.ConfigDict(dict(arch='resnet50_lstm'))
   c.input = input_section()
+  # Where every stage's prepared records are (stages may override).
+  c.dataset = dataset_defaults()
   # Device mesh of the train stages: the batch is split over `data`
   # (-1 = every device / model); `model` > 1 splits the dense and recurrent
   # kernels of at least `min_sharded_size` elements over that many devices
@@ -213,6 +234,7 @@ _SECTION_KEYS = {
 _DATASET_KEYS = set(dataset('x').keys())
 _INPUT_KEYS = set(input_section().keys())
 _MESH_KEYS = {'data', 'model', 'min_sharded_size'}
+_DATASET_DEFAULT_KEYS = set(dataset_defaults().keys())
 
 
 class ConfigError(ValueError):
@@ -246,6 +268,9 @@ def validate(config) -> None:
   _unknown('config.input', config.input.keys(), _INPUT_KEYS)
   if 'mesh' in config:
     _unknown('config.mesh', config.mesh.keys(), _MESH_KEYS)
+  if 'dataset' in config:
+    _unknown('config.dataset (what every stage inherits)',
+             config.dataset.keys(), _DATASET_DEFAULT_KEYS)
   for name in stage_names(config):
     if name not in sections:
       raise ConfigError(
@@ -284,7 +309,25 @@ def resolve_stage(config, name: str) -> ml_collections.ConfigDict:
     for key in INHERITED:
       if key in section and section[key] is None:
         section[key] = config.get(key)
+  defaults = config.get('dataset') or dataset_defaults()
+  for data in dataset_sections(cfg):
+    for key in ('data_dir', 'prepared_with'):
+      if not data.get(key):
+        data[key] = defaults.get(key, '')
   return cfg
+
+
+def dataset_sections(cfg) -> list[ml_collections.ConfigDict]:
+  """Every dataset section of a stage section (cv's train, cross_test's)."""
+  out = []
+  for section in (cfg, cfg.get('train')):
+    if isinstance(section, ml_collections.ConfigDict) and isinstance(
+        section.get('dataset'), ml_collections.ConfigDict):
+      out.append(section.dataset)
+  datasets = cfg.get('datasets')
+  if isinstance(datasets, ml_collections.ConfigDict):
+    out.extend(datasets[k] for k in datasets.keys())
+  return out
 
 
 def synthetic(builder_config: str) -> ml_collections.ConfigDict:

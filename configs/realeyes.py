@@ -40,6 +40,17 @@ import ml_collections
 from configs import common
 
 VARIANTS = ('', 'synthetic', 'synthetic_pretrain', 'synthetic_frozen')
+# One line a variant (`--config=configs/realeyes.py:list`).
+HELP = {
+    '': 'the paper: RealEyes emotion pretraining -> RECOLA fine-tuning '
+        '(needs the private RealEyes data)',
+    'synthetic': 'the quick start: the whole chain on the embedded synthetic '
+                 'data, minutes on 2 CPU cores',
+    'synthetic_pretrain': 'only the synthetic pretraining stage (a trunk for '
+                          'recola_finetune.py:synthetic_realeyes)',
+    'synthetic_frozen': 'control: fine-tuning on a frozen random trunk '
+                        '(must do clearly worse)',
+}
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:

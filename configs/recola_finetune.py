@@ -49,6 +49,21 @@ from configs import realeyes
 INITS = ('random', 'imagenet', 'affwildnet', 'realeyes')
 VARIANTS = INITS + ('synthetic_random', 'synthetic_realeyes',
                     'synthetic_affwildnet')
+# One line a variant (`--config=configs/recola_finetune.py:list`).
+HELP = {
+    'random': 'Table 5 row 1: from a random initialisation',
+    'imagenet': 'Table 5 row 2: from imported ImageNet ResNet-50 weights '
+                '(--config.finetune.init_from=IMPORTED)',
+    'affwildnet': 'Table 5 row 3: from a ResNet-50 valence/arousal run '
+                  '(--config.finetune.init_from=RUN)',
+    'realeyes': 'Table 5 row 4: from a RealEyes pretraining run (private '
+                'data; --config.finetune.init_from=RUN/pretrain)',
+    'synthetic_random': 'row 1 on the synthetic recola_like set',
+    'synthetic_realeyes': 'row 4 on synthetic data, emotion pretraining '
+                          'included',
+    'synthetic_affwildnet': 'row 3 on synthetic data, valence/arousal '
+                            'pretraining included',
+}
 
 
 def get_config(variant: str = 'random') -> ml_collections.ConfigDict:

@@ -49,6 +49,16 @@ from configs import common
 
 TARGETS = ('recola_features', 'recola_finetune', 'afew_va', 'afew')
 VARIANTS = TARGETS + tuple(f'synthetic_{t}' for t in TARGETS)
+# One line a variant (`--config=configs/transfer.py:list`).
+HELP = {
+    'recola_features': 'AffWildNet features (frozen trunk) -> RECOLA '
+                       'valence/arousal',
+    'recola_finetune': 'AffWildNet fine-tuned on RECOLA',
+    'afew_va': 'AffWildNet fine-tuned on AFEW-VA, 5-fold cross validation',
+    'afew': 'AffWildNet fine-tuned on AFEW, 7 expressions, clip accuracy',
+}
+HELP.update({f'synthetic_{t}': f'{t} on synthetic data, the source '
+             'AffWildNet trained first' for t in TARGETS})
 
 
 def get_config(variant: str = 'afew_va') -> ml_collections.ConfigDict:
