@@ -102,6 +102,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def _run_stages(config, workdir: str, names: list[str], kinds
                 ) -> dict[str, Any]:
+  # Every stage's data, sources and splits, before an hour of training.
+  from affect_jax import preflight  # pylint: disable=g-import-not-at-top
+  preflight.check(config, workdir, names)
   _record_run(config, workdir)
   results = {}
   for name in names:
@@ -135,7 +138,10 @@ def _record_run(config, workdir: str):
           'environment': {k: os.environ.get(k) for k in _RECORDED_ENV}}
   path = os.path.join(workdir, 'config.json')
   new = config.to_dict()
-  if os.path.exists(path) and writers.read_json(path) != _jsonable(new):
+  finished = [d for d in os.listdir(workdir)
+              if os.path.exists(os.path.join(workdir, d, 'DONE.json'))]
+  if (finished and os.path.exists(path) and
+      writers.read_json(path) != _jsonable(new)):
     print(f'Note: {path} differs from this run\'s config; finished stages '
           'are kept as they are. Use a new --workdir for a new experiment.',
           flush=True)

@@ -15,7 +15,10 @@ Four steps, in this order, on continuous predictions (valence, arousal):
 
 Each step's parameter is searched on the fit split (validation) and the step
 is kept only if it raises that split's CCC (each output on its own); the
-chosen chain is then applied unchanged to the other split (test). All
+chosen chain is then applied unchanged to the other split (test). With
+`fit_split == apply_split` (a release without test labels, e.g. AVEC 2016
+RECOLA) each recording of that split is post-processed by the chain fitted
+on its other recordings (leave one recording out). All
 functions are pure and take seconds, so they need the frame rate; windows
 and shifts are rounded to whole frames (a median window to an odd number).
 
@@ -244,20 +247,38 @@ def run(fit_csv: str, apply_csv: str, out_dir: str, cfg) -> dict[str, Any]:
         'continuous valence/arousal predictions (task "va").')
   fps = frame_rate(fit.time, fit.video_id)
   steps = [s.strip() for s in cfg.steps.split(',') if s.strip()]
+  # The same split both ways (a release without test labels, AVEC 2016
+  # RECOLA): each recording is post-processed by the chain fitted on the
+  # others (leave one recording out), so its score is not fitted to itself.
+  held_out = cfg.fit_split == cfg.apply_split
+  if held_out and len(fit.videos()) < 2:
+    raise AffectJaxError(
+        f'fit_split = apply_split = {cfg.fit_split!r} fits the chain on the '
+        'other recordings of each one, but that split has only one.')
+  ranges = dict(median_range=(cfg.median_min_s, cfg.median_max_s),
+                shift_range=(cfg.shift_min_s, cfg.shift_max_s),
+                grid_size=cfg.grid_size)
   chains, post = {}, {}
   tables = {'fit': fit, 'apply': target}
   processed = {k: np.array(t.outputs) for k, t in tables.items()}
   for k, name in enumerate(names):
     pred, gold, _ = _by_video(fit, k)
-    chain, before = fit_chain(pred, gold, fps, steps,
-                              (cfg.median_min_s, cfg.median_max_s),
-                              (cfg.shift_min_s, cfg.shift_max_s),
-                              cfg.grid_size)
+    chain, before = fit_chain(pred, gold, fps, steps, **ranges)
     chains[name] = {'fit_ccc_before': before,
                     'steps': [dataclasses.asdict(s) for s in chain]}
     for key, table in tables.items():
       series, _, rows = _by_video(table, k)
-      for r, s in zip(rows, apply_chain(series, chain, fps)):
+      if key == 'apply' and held_out:
+        out_series = []
+        for i, one in enumerate(series):
+          others = [j for j in range(len(series)) if j != i]
+          chain_i, _ = fit_chain([pred[j] for j in others],
+                                 [gold[j] for j in others], fps, steps,
+                                 **ranges)
+          out_series.extend(apply_chain([one], chain_i, fps))
+      else:
+        out_series = apply_chain(series, chain, fps)
+      for r, s in zip(rows, out_series):
         processed[key][r, k] = s
   results = {}
   for key, table in tables.items():
@@ -265,10 +286,12 @@ def run(fit_csv: str, apply_csv: str, out_dir: str, cfg) -> dict[str, Any]:
     results[key] = {'before': evaluate.score_table(task, table, names),
                     'after': evaluate.score_table(task, after, names)}
     post[key] = after
-  splits = {'fit': cfg.fit_split, 'apply': cfg.apply_split}
+  fit_label = f'{cfg.fit_split}_in_sample' if held_out else cfg.fit_split
+  splits = {'fit': fit_label, 'apply': cfg.apply_split}
   out = {'fps': fps, 'chain': chains,
-         'fit_split': cfg.fit_split, 'apply_split': cfg.apply_split,
-         cfg.fit_split: results['fit'], cfg.apply_split: results['apply']}
+         'fit_split': fit_label, 'apply_split': cfg.apply_split,
+         'held_out': held_out,
+         fit_label: results['fit'], cfg.apply_split: results['apply']}
   # Top level: the post-processed apply split, as a test stage reports.
   out.update({k: v for k, v in results['apply']['after'].items()
               if np.isscalar(v)})
@@ -287,8 +310,12 @@ def run(fit_csv: str, apply_csv: str, out_dir: str, cfg) -> dict[str, Any]:
 
 def _markdown(out, names, chains) -> str:
   fit, app = out['fit_split'], out['apply_split']
-  lines = [f'Post-processing chain (fitted on {fit}, {out["fps"]:.2f} fps): '
-           f'CCC on {app} ({fit} in parentheses)', '',
+  how = (f'CCC on {app}, each recording by the chain fitted on the others '
+         f'({app} with the chain fitted on all of it in parentheses)'
+         if out.get('held_out') else
+         f'CCC on {app} ({fit} in parentheses)')
+  lines = [f'Post-processing chain (fitted on {fit.replace("_in_sample", "")},'
+           f' {out["fps"]:.2f} fps): {how}', '',
            '| output | before | after | steps kept |', '|---|---|---|---|']
   for n in names:
     b = out[app]['before'][f'ccc_{n}']
@@ -328,11 +355,17 @@ def main(argv=None) -> int:
   p.add_argument('--workdir', required=True, help='A finished run.')
   p.add_argument('--stage', default='test',
                  help='Stage whose predictions/ to read (default: test).')
-  p.add_argument('--fit_split', default='validation')
-  p.add_argument('--apply_split', default='test')
+  p.add_argument('--fit_split', default='validation',
+                 help='Split whose predictions choose the chain (default: '
+                 'validation).')
+  p.add_argument('--apply_split', default='test',
+                 help='Split the chosen chain is applied to and scored on '
+                 '(default: test; the fit split itself = leave one '
+                 'recording out).')
   p.add_argument('--output', default=None,
                  help='Output folder (default: WORKDIR/postprocess).')
-  p.add_argument('--steps', default=','.join(STEPS))
+  p.add_argument('--steps', default=','.join(STEPS),
+                 help='Steps to try, in order (default: %(default)s).')
   args = p.parse_args(argv)
   cfg = common.postprocess_stage(f'stage:{args.stage}',
                                  fit_split=args.fit_split,

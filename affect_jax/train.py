@@ -346,6 +346,44 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
   return {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in flat}
 
 
+def check_init_fits(variables, loaded, meta, source: str,
+                    keep: tuple[str, ...],
+                    key: str = 'config.STAGE.init_keep') -> list[str]:
+  """The submodules of `keep` that `loaded` restores into `variables`.
+
+  `variables` may be abstract (shapes only). Raises one error naming what
+  fits and the `init_keep` that would work when a kept submodule's shapes
+  differ, or when the checkpoint holds none of them.
+  """
+  fits, differ = [], []
+  for name in keep:
+    if name not in variables.get('params', {}) or name not in loaded.get(
+        'params', {}):
+      continue  # Absent on either side: stays fresh.
+    same = all(
+        name not in variables.get(c, {}) or (
+            loaded.get(c, {}).get(name) is not None and
+            _shapes(loaded[c][name]) == _shapes(variables[c][name]))
+        for c in ('params', 'batch_stats'))
+    (fits if same else differ).append(name)
+  if differ:
+    model = meta.get('model', {}) if isinstance(meta, dict) else {}
+    raise AffectJaxError(
+        f'{", ".join(differ)} of checkpoint {source!r} do(es) not fit this '
+        f'model (the checkpoint was trained with model {model}); '
+        + (f'{", ".join(fits)} fit(s): set --{key}='
+           f'{",".join(fits)} to take only that and train the rest fresh, '
+           'or use the config.model of the run that wrote it.' if fits else
+           'nothing of it fits: use the config.model of the run that wrote '
+           'it.'))
+  if not fits:
+    raise AffectJaxError(
+        f'Checkpoint {source!r} holds none of {key}={list(keep)} (it has '
+        f'{sorted(loaded.get("params", {}))}); check {key} and the '
+        'init_from beside it.')
+  return fits
+
+
 def init_from_checkpoint(variables: dict[str, Any], source: str,
                          keep: tuple[str, ...]) -> dict[str, Any]:
   """Replaces the `keep` submodules (e.g. trunk, fc, rnn) with a checkpoint's.
@@ -358,33 +396,14 @@ def init_from_checkpoint(variables: dict[str, Any], source: str,
   """
   source = checkpointing.find_checkpoints(source)
   loaded, meta = checkpointing.restore_best_variables(source)
+  restored = check_init_fits(variables, loaded, meta, source, keep)
   out = {c: dict(v) for c, v in variables.items()}
-  restored = []
-  for name in keep:
-    if name not in out.get('params', {}):
-      continue
-    if name not in loaded.get('params', {}):
-      continue
+  for name in restored:
     for collection in ('params', 'batch_stats'):
-      if name not in out.get(collection, {}):
-        continue
-      src = loaded.get(collection, {}).get(name)
-      dst = out[collection][name]
-      if src is None or _shapes(src) != _shapes(dst):
-        raise AffectJaxError(
-            f'{collection}/{name} in checkpoint {source!r} does not match the '
-            f'model (different architecture or width; the checkpoint was '
-            f'trained with model {meta.get("model", meta)}); use the '
-            'config.model of the run that wrote it.')
-      out[collection][name] = jax.tree.map(
-          lambda s, d: jax.device_put(jnp.asarray(s, d.dtype), d.sharding),
-          src, dst)
-    restored.append(name)
-  if not restored:
-    raise AffectJaxError(
-        f'Checkpoint {source!r} holds none of init_keep={list(keep)} (it has '
-        f'{sorted(loaded.get("params", {}))}); check config init_from / '
-        'init_keep.')
+      if name in out.get(collection, {}):
+        out[collection][name] = jax.tree.map(
+            lambda s, d: jax.device_put(jnp.asarray(s, d.dtype), d.sharding),
+            loaded[collection][name], out[collection][name])
   fresh = sorted(set(out['params']) - set(restored))
   print(f'Initialised {", ".join(restored)} from {source}; fresh: '
         f'{", ".join(fresh)}.', flush=True)

@@ -16,7 +16,9 @@ post-processing chain:
   python -m affect_jax.main --config=configs/realeyes.py:synthetic \
       --workdir=/tmp/realeyes_synthetic
 
-Paper setting (needs prepared `realeyes` and `recola` datasets, see README):
+Paper setting (needs prepared `realeyes` and `recola` datasets, see README;
+the RealEyes data is private, not released by its owners: without it, the
+pretraining stage cannot run, and the synthetic variants stand in):
 
   python -m affect_jax.main --config=configs/realeyes.py --workdir=DIR
 

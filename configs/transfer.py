@@ -91,8 +91,11 @@ def get_config(variant: str = 'afew_va') -> ml_collections.ConfigDict:
                                     augment=synthetic)
     if target == 'recola_features':
       c.finetune.freeze = 'trunk'
+    # The AVEC 2016 release of RECOLA has no test labels: validation only
+    # (with the full RECOLA: --config.test.splits=validation,test).
     c.test = common.test_stage('stage:finetune', common.copy(data),
-                               splits='validation,test')
+                               splits='validation,test' if synthetic
+                               else 'validation')
     c.finetune.num_epochs = 10 if synthetic else 100
     c.finetune.eval_every_epochs = 1
     c.finetune.early_stopping_patience = 5 if synthetic else 20

@@ -92,26 +92,25 @@ def test_chain_keeps_only_steps_that_improve_the_fit_ccc():
   assert chain == [] and before == pytest.approx(1.0)
 
 
+def _table(n_videos, seed):
+  r = np.random.default_rng(seed)
+  vids, frames, outs, golds = [], [], [], []
+  for v in range(n_videos):
+    g = np.convolve(r.normal(size=80), np.ones(9) / 9, 'same')
+    p = 0.4 * g - 0.1 + 0.05 * r.normal(size=80)
+    vids += [f'v{v}'] * 80
+    frames.append(np.arange(80))
+    outs.append(np.stack([p, p], -1))
+    golds.append(np.stack([g, g], -1))
+  return inference.FrameTable(
+      video_id=np.array(vids), frame=np.concatenate(frames),
+      time=np.concatenate(frames) / 25.0,
+      has_face=np.ones(len(vids), bool), outputs=np.concatenate(outs),
+      targets=np.concatenate(golds))
+
+
 def test_run_writes_chain_results_and_applies_the_fit_to_test(tmp_path):
-  rng = np.random.default_rng(3)
-
-  def table(n_videos, seed):
-    r = np.random.default_rng(seed)
-    vids, frames, outs, golds = [], [], [], []
-    for v in range(n_videos):
-      g = np.convolve(r.normal(size=80), np.ones(9) / 9, 'same')
-      p = 0.4 * g - 0.1 + 0.05 * r.normal(size=80)
-      vids += [f'v{v}'] * 80
-      frames.append(np.arange(80))
-      outs.append(np.stack([p, p], -1))
-      golds.append(np.stack([g, g], -1))
-    return inference.FrameTable(
-        video_id=np.array(vids), frame=np.concatenate(frames),
-        time=np.concatenate(frames) / 25.0,
-        has_face=np.ones(len(vids), bool), outputs=np.concatenate(outs),
-        targets=np.concatenate(golds))
-
-  del rng
+  table = _table
   folder = tmp_path / 'test' / 'predictions'
   columns = [('valence', 0), ('arousal', 1)]
   evaluate.write_predictions(str(folder), 'validation', table(3, 1), columns)
@@ -149,3 +148,35 @@ def test_run_refuses_class_predictions(tmp_path):
     pp.run(str(tmp_path / 'validation.csv'), str(tmp_path / 'validation.csv'),
            str(tmp_path / 'out'), ml_collections.ConfigDict(
                common.postprocess_stage('x').to_dict()))
+
+
+def test_fit_and_apply_on_one_split_leaves_each_recording_out(tmp_path):
+  """AVEC 2016 RECOLA has no test labels: validation both ways, each
+  recording post-processed by the chain fitted on the other ones."""
+  folder = tmp_path / 'test' / 'predictions'
+  columns = [('valence', 0), ('arousal', 1)]
+  table = _table(4, 5)
+  evaluate.write_predictions(str(folder), 'validation', table, columns)
+  cfg = common.postprocess_stage('stage:test', apply_split='validation')
+  csv = str(folder / 'validation.csv')
+  out = pp.run(csv, csv, str(tmp_path / 'post'), cfg)
+  assert out['held_out']
+  read, _ = evaluate.read_predictions(csv)
+  steps = list(pp.STEPS)
+  expected = np.array(read.outputs)
+  for k in range(2):
+    pred, gold, rows = pp._by_video(read, k)  # pylint: disable=protected-access
+    for i, r in enumerate(rows):
+      others = [j for j in range(len(rows)) if j != i]
+      chain, _ = pp.fit_chain([pred[j] for j in others],
+                              [gold[j] for j in others], out['fps'], steps)
+      expected[r, k] = pp.apply_chain([pred[i]], chain, out['fps'])[0]
+  post, _ = evaluate.read_predictions(
+      str(tmp_path / 'post' / 'predictions' / 'validation.csv'))
+  np.testing.assert_allclose(post.outputs, expected, atol=1e-5)
+  assert metrics.ccc(post.outputs[:, 0], post.targets[:, 0]) == (
+      pytest.approx(out['validation']['after']['ccc_valence'], abs=1e-4))
+  # In-sample (the chain fitted on all four) is reported apart.
+  assert 'validation_in_sample' in out
+  assert os.path.exists(tmp_path / 'post' / 'predictions' /
+                        'validation_in_sample.csv')

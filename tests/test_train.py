@@ -258,7 +258,7 @@ def test_missing_real_dataset_is_one_clear_error(tmp_path):
   assert out.returncode == 2
   assert 'Traceback' not in out.stderr
   err = out.stderr.strip().splitlines()[-1]
-  assert err.startswith('error: No prepared \'realeyes\' dataset found')
+  assert err.startswith("error: config.pretrain.dataset: No prepared 'realeyes' dataset found")
   assert str(tmp_path / 'tfds' / 'realeyes') in err
   assert 'python -m affect_jax.prepare --dataset=realeyes' in err
 
@@ -306,7 +306,7 @@ def test_init_from_trunk_only_checkpoint_keeps_head_and_rnn_fresh(
   # A trunk of another width is refused with a message, not a crash.
   narrow = make_tiny_config(**{'model.width': 2})
   other = train.Stage(narrow, common.resolve_stage(narrow, 'finetune'), 2)
-  with pytest.raises(AffectJaxError, match='does not match the model'):
+  with pytest.raises(AffectJaxError, match='not fit this model'):
     train.init_from_checkpoint(other.init_variables(0),
                                str(tmp_path / 'imported'), ('trunk',))
   with pytest.raises(AffectJaxError, match='holds none of'):
