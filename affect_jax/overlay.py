@@ -89,7 +89,8 @@ def _va_gauge(image, x0, y0, side, v, a, colour, u) -> None:
 
 def _bars(image, x0, y0, names, values, colour, u) -> None:
   row, width = 11 * u, 60 * u
-  label = 7 * u * max(len(n) for n in names) // 2 + 4 * u
+  label = max(cv2.getTextSize(n, _FONT, 0.3 * u, 1)[0][0]
+              for n in names) + 6 * u
   x0, y0 = _panel(image, x0, y0, label + width + 4 * u,
                   row * len(names) + 4 * u)
   for i, (name, p) in enumerate(zip(names, values)):

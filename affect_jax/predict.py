@@ -1,7 +1,9 @@
 """Per-frame valence / arousal / emotion predictions for a video, image or folder.
 
   python -m affect_jax.predict --model=DIR --input=PATH --output=OUT.csv \
-      [--plot=OUT.png] [--batch_size=N] [--all_faces] \
+      [--plot=OUT.png] [--overlay=OUT.mp4] [--batch_size=N] [--all_faces] \
+      [--predict_without_face] [--fill_missing=none|linear|hold] \
+      [--smooth=SECONDS] [--postprocess] \
       [--detect_every=N [--track=hold|correlation]] [--detect_max_side=N]
 
 --model: a training workdir (its last stage's best checkpoint), a stage or
@@ -15,13 +17,33 @@ The CSV has one row per decoded frame, in order: frame, time_s (the frame's
 presentation time), has_face, the face box x0, y0, x1, y1 in pixels of the
 (upright) frame, then one column per model output: valence, arousal for a
 VA model, one probability per class for an emotion or expression model.
-Frames without a face have has_face=0 and empty box and predictions. Of
+Frames without a face have has_face=0 and empty box and predictions (with
+--predict_without_face: the model's prediction all the same, has_face=0).
+The face detector decides has_face and the box for every model, one trained
+on whole frames (the synthetic quick start) included: such a model is fed
+the whole frame, but a frame where no face is found is not called one. A
+model trained on the synthetic renders says so: a warning on stderr, a first
+line `# warning: model trained on synthetic cartoon faces: not meaningful on
+real video` in the CSV (read it with pandas.read_csv(..., comment='#')), and
+in the plot's title and across the overlay. Of
 several faces the largest is predicted; with --all_faces each face found
 gets its own row, in a `face` column after time_s: ids 0, 1, ... tracked
 across frames (`core.face.MultiFaceTracker`), each face predicted on its own
 crops and its own windows, as if the video showed only that face; a frame
 without any face still gives one row (has_face=0, empty face). A model
-trained on whole frames (no face detector) has one face, 0, in every frame.
+trained on whole frames sees one picture a frame: its rows are the largest
+face's, face 0.
+
+Whole-video options, on the rows once the video is predicted (each face on
+its own), in this order: --fill_missing=linear|hold fills the frames without
+a face (interpolated in time / the last prediction repeated; has_face stays
+0), --postprocess applies the post-processing chain the model's run chose on
+its validation set (affect_jax.postprocess's chain.json, which
+affect_jax.export carries), --smooth=SECONDS a centred running median
+(postprocess.median_filter). The median filter and the chain's shift work
+on each run of frames with predictions. --overlay=OUT.mp4 writes the video
+again with each face's box and a valence/arousal gauge (class bars for a
+class model) drawn (affect_jax.overlay).
 
 The face is found as `affect_jax.prepare` finds it, by the same code
 (`core.face.make_tracker`), with the same options: by default the detector
@@ -41,7 +63,8 @@ prediction of the window in which it is most central. An image is predicted
 as a still video of one window of repeats and gives one row (one per face
 with --all_faces; the last frame of the window: the one that has seen the
 whole window). Memory stays bounded (about window + batch_size x window / 2
-frames per face being tracked) whatever the video's length.
+frames per face being tracked) whatever the video's length; the rows (a few
+numbers each) are kept until the end, for the whole-video options.
 
 Errors (a missing or unreadable file, a truncated video, a folder without a
 model) are one `error: ...` line and exit status 2. A truncated or corrupt
@@ -72,6 +95,7 @@ import numpy as np
 from affect_jax import checkpointing
 from affect_jax import features as F
 from affect_jax import input_pipeline
+from affect_jax import overlay as overlay_lib
 from affect_jax import writers
 from affect_jax.errors import AffectJaxError
 
@@ -688,7 +712,6 @@ class Runner:
               'has_face', *BOX_COLUMNS, *names]
     is_image = path.lower().endswith(IMAGE_EXTENSIONS)
     if overlay:
-      from affect_jax import overlay as overlay_lib  # pylint: disable=g-import-not-at-top
       overlay_lib.check_path(overlay, is_image)
     broken: list[AffectJaxError] = []
     if is_image:
