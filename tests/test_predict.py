@@ -352,6 +352,13 @@ def test_truncated_video_keeps_what_decodes(synth_runner, tmp_path):
   assert 0 < len(rows) < 40
   assert f'holds the predictions of the {len(rows)} frames' in str(e.value)
   assert 'skip_broken' not in str(e.value)
+  # The overlay too holds the frames that decoded.
+  drawn = str(tmp_path / 'cut_overlay.mp4')
+  with pytest.raises(AffectJaxError, match='holds the predictions'):
+    synth_runner.predict_file(path, out, progress=False, overlay=drawn)
+  assert len(list(core.iter_frames(drawn))) == len(rows)
+  assert sorted(os.listdir(tmp_path)) == ['cut.csv', 'cut.mp4',
+                                          'cut_overlay.mp4']
 
 
 def test_output_is_atomic(synth_runner, tmp_path, monkeypatch):
@@ -874,3 +881,27 @@ def test_postprocess_chain_errors_and_export(chain_model, va_model, face_video,
   with pytest.raises(AffectJaxError, match='chain for happy but the model '
                      'predicts arousal, valence'):
     export.export(chain_model, str(tmp_path / 'm2'), chain=str(bad))
+
+
+def test_all_faces_predict_without_face_keeps_bridged_frames(va_model,
+                                                            two_faces,
+                                                            tmp_path):
+  """--all_faces --predict_without_face: a face the detector misses keeps its
+  id for the builders' max_gap (5) frames, with has_face=0, no box and the
+  prediction of its last box's crop; the rows seen are the default ones."""
+  runner = predict.Runner(va_model, predict_without_face=True)
+  every = _read(runner.predict_file(two_faces['both'], str(tmp_path / 'e.csv'),
+                                    progress=False, all_faces=True).csv)
+  plain = _read(predict.Runner(va_model).predict_file(
+      two_faces['both'], str(tmp_path / 'p.csv'), progress=False,
+      all_faces=True).csv)
+  assert [r for r in every if r['has_face'] == '1'] == [
+      r for r in plain if r['has_face'] == '1']
+  frames = [int(r['frame']) for r in every]
+  # Both tracks live on every frame: the gap (5-6) and B's exit (9-11) are
+  # shorter than max_gap.
+  assert [frames.count(i) for i in range(TWO_FACE_FRAMES)] == [2] * 12
+  missed = [r for r in every if r['has_face'] == '0']
+  assert sorted({int(r['frame']) for r in missed}) == [5, 6, 9, 10, 11]
+  assert all(r['face'] in ('0', '1') and r['x0'] == '' and
+             np.isfinite(float(r['valence'])) for r in missed)
