@@ -10,8 +10,9 @@
   checkpoint folder, or a folder written by `python -m affect_jax.export`.
 --input: a video (anything PyAV decodes: mp4, mov, avi, mkv, webm, ...;
   constant or variable frame rate, rotation metadata honoured), an image
-  (jpg, png, ...), or a FOLDER of them: then --output (and --plot) are
-  folders and each file gets `<output>/<file stem>.csv` (and `.png`).
+  (jpg, png, ...), or a FOLDER of them: then --output (and --plot,
+  --overlay) are folders and each file gets `<output>/<file stem>.csv` (and
+  `.png`, `.mp4`).
 
 The CSV has one row per decoded frame, in order: frame, time_s (the frame's
 presentation time), has_face, the face box x0, y0, x1, y1 in pixels of the
