@@ -67,7 +67,7 @@ def parse(argv: Sequence[str], config_flag: str | None = None) -> list[str]:
     argv = _check_config_args(argv, config_flag)
   try:
     return flags.FLAGS(argv)
-  except SystemExit as e:  # absl's help flags exit 1 after printing.
+  except SystemExit:  # absl's help flags exit 1 after printing.
     if any(a.split('=')[0] in _HELP_FLAGS for a in argv[1:]):
       sys.exit(0)
     raise

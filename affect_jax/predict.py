@@ -1,27 +1,50 @@
 """Per-frame valence / arousal / emotion predictions for a video, image or folder.
 
   python -m affect_jax.predict --model=DIR --input=PATH --output=OUT.csv \
-      [--plot=OUT.png] [--batch_size=N] [--all_faces] \
+      [--plot=OUT.png] [--overlay=OUT.mp4] [--batch_size=N] [--all_faces] \
+      [--predict_without_face] [--fill_missing=none|linear|hold] \
+      [--smooth=SECONDS] [--postprocess] \
       [--detect_every=N [--track=hold|correlation]] [--detect_max_side=N]
 
 --model: a training workdir (its last stage's best checkpoint), a stage or
   checkpoint folder, or a folder written by `python -m affect_jax.export`.
 --input: a video (anything PyAV decodes: mp4, mov, avi, mkv, webm, ...;
   constant or variable frame rate, rotation metadata honoured), an image
-  (jpg, png, ...), or a FOLDER of them: then --output (and --plot) are
-  folders and each file gets `<output>/<file stem>.csv` (and `.png`).
+  (jpg, png, ...), or a FOLDER of them: then --output (and --plot,
+  --overlay) are folders and each file gets `<output>/<file stem>.csv` (and
+  `.png`, `.mp4`).
 
 The CSV has one row per decoded frame, in order: frame, time_s (the frame's
 presentation time), has_face, the face box x0, y0, x1, y1 in pixels of the
 (upright) frame, then one column per model output: valence, arousal for a
 VA model, one probability per class for an emotion or expression model.
-Frames without a face have has_face=0 and empty box and predictions. Of
+Frames without a face have has_face=0 and empty box and predictions (with
+--predict_without_face: the model's prediction all the same, has_face=0).
+The face detector decides has_face and the box for every model, one trained
+on whole frames (the synthetic quick start) included: such a model is fed
+the whole frame, but a frame where no face is found is not called one. A
+model trained on the synthetic renders says so: a warning on stderr, a first
+line `# warning: model trained on synthetic cartoon faces: not meaningful on
+real video` in the CSV (read it with pandas.read_csv(..., comment='#')), and
+in the plot's title and across the overlay. Of
 several faces the largest is predicted; with --all_faces each face found
 gets its own row, in a `face` column after time_s: ids 0, 1, ... tracked
 across frames (`core.face.MultiFaceTracker`), each face predicted on its own
 crops and its own windows, as if the video showed only that face; a frame
 without any face still gives one row (has_face=0, empty face). A model
-trained on whole frames (no face detector) has one face, 0, in every frame.
+trained on whole frames sees one picture a frame: its rows are the largest
+face's, face 0.
+
+Whole-video options, on the rows once the video is predicted (each face on
+its own), in this order: --fill_missing=linear|hold fills the frames without
+a face (interpolated in time / the last prediction repeated; has_face stays
+0), --postprocess applies the post-processing chain the model's run chose on
+its validation set (affect_jax.postprocess's chain.json, which
+affect_jax.export carries), --smooth=SECONDS a centred running median
+(postprocess.median_filter). The median filter and the chain's shift work
+on each run of frames with predictions. --overlay=OUT.mp4 writes the video
+again with each face's box and a valence/arousal gauge (class bars for a
+class model) drawn (affect_jax.overlay).
 
 The face is found as `affect_jax.prepare` finds it, by the same code
 (`core.face.make_tracker`), with the same options: by default the detector
@@ -41,7 +64,8 @@ prediction of the window in which it is most central. An image is predicted
 as a still video of one window of repeats and gives one row (one per face
 with --all_faces; the last frame of the window: the one that has seen the
 whole window). Memory stays bounded (about window + batch_size x window / 2
-frames per face being tracked) whatever the video's length.
+frames per face being tracked) whatever the video's length; the rows (a few
+numbers each) are kept until the end, for the whole-video options.
 
 Errors (a missing or unreadable file, a truncated video, a folder without a
 model) are one `error: ...` line and exit status 2. A truncated or corrupt
@@ -70,8 +94,10 @@ from absl import logging
 import numpy as np
 
 from affect_jax import checkpointing
+from affect_jax import cli
 from affect_jax import features as F
 from affect_jax import input_pipeline
+from affect_jax import overlay as overlay_lib
 from affect_jax import writers
 from affect_jax.errors import AffectJaxError
 
@@ -109,6 +135,22 @@ class ModelFrame:
   landmarks: np.ndarray
 
 
+SYNTHETIC_WARNING = ('trained on synthetic cartoon faces: not meaningful on '
+                     'real video')
+
+
+def is_synthetic(meta: dict[str, Any]) -> bool:
+  """Whether the model record says it was trained on the synthetic renders.
+
+  `data.synthetic` where the record has it, else the dataset's name
+  (`synthetic_faces/...`, what `train.model_record` stores as `data`).
+  """
+  data = meta.get('data') or {}
+  if 'synthetic' in data:
+    return bool(data['synthetic'])
+  return str(data.get('dataset', '')).split('/')[0] == 'synthetic_faces'
+
+
 class Preprocess:
   """A model's training-time frame preprocessing, from its checkpoint.
 
@@ -116,9 +158,11 @@ class Preprocess:
   size, landmarks) as its builder applied them, then the JPEG round trip and
   the resize to the model's input size as the input pipeline applies them.
   A dataset whose records are whole frames (the synthetic renders: no
-  `detector` in its metadata) is predicted on whole frames, padded square,
-  every frame counting as a face. A dataset whose faces came cropped or boxed
-  (`detector='none'`) is predicted on the default detector's crops.
+  `detector` in its metadata) is predicted on whole frames, padded square;
+  the default detector still runs on every frame for `has_face` and the
+  box, so a frame without a face is never reported as one. A dataset whose
+  faces came cropped or boxed (`detector='none'`) is predicted on the
+  default detector's crops.
 
   How often and at what resolution the detector runs (`detect_every`,
   `track`, `detect_max_side`: the builders' options, face.make_tracker) is
@@ -135,18 +179,22 @@ class Preprocess:
     data = meta.get('data') or {}
     self.image_size = int(meta['input']['image_size'])
     self.whole_frame = 'detector' not in data
+    self.synthetic = is_synthetic(meta)
     detector = data.get('detector', 'none')
-    if detector == 'none' and not self.whole_frame:
+    if detector == 'none':
+      if not self.whole_frame:
+        logging.warning('The model was trained on crops its dataset shipped; '
+                        'predicting on %r detector crops.',
+                        core.VideoFrameConfig.detector)
       detector = core.VideoFrameConfig.detector
-      logging.warning('The model was trained on crops its dataset shipped; '
-                      'predicting on %r detector crops.', detector)
-    self.detector = 'none' if self.whole_frame else detector
+    # A whole-frame model: the detector decides has_face and the box only.
+    self.detector = detector
     self.detect_every = 1 if detect_every is None else int(detect_every)
     self.track = track or 'hold'
     self.detect_max_side = detect_max_side or 0
     self.crop_size = int(data.get('image_size') or data.get('frame_size') or
                          self.image_size)
-    self.margin = float(data.get('margin', 0.0))
+    self.margin = 0.0 if self.whole_frame else float(data.get('margin', 0.0))
     self.landmarker = face.make_landmarker(
         'none' if self.whole_frame else data.get('landmarks', 'none'))
     # Not in the dataset metadata: the builders' defaults.
@@ -157,36 +205,45 @@ class Preprocess:
     self.tracker()
 
   def tracker(self, all_faces: bool = False):
-    """A fresh face tracker for one video: of its largest face, or of all."""
+    """A fresh face tracker for one video: of its largest face, or of all.
+
+    A whole-frame model sees one picture per frame: its tracker follows the
+    largest face whatever `all_faces` says.
+    """
     return self._face.make_tracker(
         self.detector, self.max_gap, every=self.detect_every,
         track=self.track, detect_max_side=self.detect_max_side,
-        all_faces=all_faces)
+        all_faces=all_faces and not self.whole_frame)
 
   def __call__(self, index: int, time_s: float, image: np.ndarray,
                tracker) -> ModelFrame:
     """The frame's face as a `FaceTracker` finds it."""
-    return self._model_frame(index, time_s, image, self._face.crop_frame(
-        image, tracker, self.crop_size, self.margin, self.landmarker))
+    if self.whole_frame:
+      box, has_face = tracker(image)
+      return self._model_frame(index, time_s, self._face.crop_box(
+          image, None, has_face, self.crop_size, 0.0), box)
+    found = self._face.crop_frame(image, tracker, self.crop_size, self.margin,
+                                  self.landmarker)
+    return self._model_frame(index, time_s, found, found.box)
 
   def faces(self, index: int, time_s: float, image: np.ndarray,
             tracker) -> list[tuple[int, ModelFrame]]:
     """(face id, frame) of each face a `MultiFaceTracker` follows."""
-    return [(f.id, self._model_frame(index, time_s, image, self._face.crop_box(
+    return [(f.id, self._model_frame(index, time_s, self._face.crop_box(
         image, f.box, f.has_face, self.crop_size, self.margin,
-        self.landmarker))) for f in tracker(image)]
+        self.landmarker), f.box)) for f in tracker(image)]
 
-  def _model_frame(self, index: int, time_s: float, image: np.ndarray,
-                   found) -> ModelFrame:
-    h, w = image.shape[:2]
-    box = (0.0, 0.0, float(h), float(w)) if found.box is None else found.box
+  def _model_frame(self, index: int, time_s: float, found,
+                   box) -> ModelFrame:
     # The records hold JPEGs of the crops; the model saw them decoded.
     pixels = input_pipeline.decode_resized(
         self._encode(found.crop.image, self.jpeg_quality), self.image_size)
-    y0, x0, y1, x1 = (float(v) for v in box)
-    return ModelFrame(index, float(time_s), found.has_face,
-                      (x0, y0, x1, y1) if found.has_face else None, pixels,
-                      found.landmarks)
+    xy = None
+    if found.has_face and box is not None:
+      y0, x0, y1, x1 = (float(v) for v in box)
+      xy = (x0, y0, x1, y1)
+    return ModelFrame(index, float(time_s), found.has_face and xy is not None,
+                      xy, pixels, found.landmarks)
 
 
 def run_windows(logits_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
@@ -312,7 +369,8 @@ def predict_stream(logits_fn, frames: Iterable[ModelFrame], window: int,
 def predict_tracks(logits_fn,
                    frames: Iterable[tuple[int, float,
                                           list[tuple[int, ModelFrame]]]],
-                   window: int, batch_size: int, image_size: int
+                   window: int, batch_size: int, image_size: int,
+                   keep_missed: bool = False
                    ) -> Iterator[tuple[int, float,
                                        list[tuple[int, ModelFrame,
                                                   np.ndarray]]]]:
@@ -321,12 +379,15 @@ def predict_tracks(logits_fn,
   Args:
     frames: (index, time, [(face id, frame)]) per decoded frame, the live
       tracks of `Preprocess.faces`; a track missing from a frame has ended.
+    keep_missed: also give the entries of a track's frames where its face
+      was missed (has_face False; --predict_without_face).
 
   Yields:
     (index, time, [(face id, frame, logits [K])]) of each frame in order,
     the faces found in it (has_face) by id: each track is one
     `WindowStream`, so a temporal model sees one face's sequence; a track's
-    frames where its face was missed feed its windows but give no entry.
+    frames where its face was missed feed its windows but give no entry
+    (unless `keep_missed`).
     Ended tracks are flushed; only frames whose faces are still in a
     window are held.
   """
@@ -336,7 +397,7 @@ def predict_tracks(logits_fn,
 
   def take(face_id: int, done) -> None:
     for frame, logits in done:
-      if frame.has_face:
+      if frame.has_face or keep_missed:
         waiting[frame.index][2][face_id] = (
             dataclasses.replace(frame, image=None), logits)
 
@@ -350,7 +411,8 @@ def predict_tracks(logits_fn,
       yield index, time_s, [(k, *got[k]) for k in sorted(got)]
 
   for index, time_s, faces in frames:
-    waiting[index] = (time_s, {k for k, f in faces if f.has_face}, {})
+    waiting[index] = (time_s, {k for k, f in faces
+                               if f.has_face or keep_missed}, {})
     live = {k for k, _ in faces}
     for k in [k for k in streams if k not in live]:
       take(k, streams.pop(k).finish())
@@ -422,19 +484,177 @@ class Result:
   frames_per_second: float
   time: np.ndarray
   has_face: np.ndarray
-  outputs: np.ndarray  # [rows, K] in column order; NaN without a face.
+  outputs: np.ndarray  # [rows, K] in column order; NaN without a prediction.
   columns: list[str]
   is_image: bool
   face: np.ndarray | None = None  # [rows] face ids (-1: none); --all_faces.
+  frame: np.ndarray | None = None  # [rows] frame index.
+  box: np.ndarray | None = None  # [rows, 4] x0, y0, x1, y1; NaN: none.
+  synthetic: bool = False  # The model was trained on the synthetic renders.
+  overlay: str | None = None  # The --overlay file written.
+
+
+FILL_MISSING = ('none', 'linear', 'hold')
+CHAIN_JSON = 'chain.json'  # What affect_jax.postprocess writes, and exports.
+
+
+def runs(valid: np.ndarray) -> list[slice]:
+  """The runs of consecutive True in a bool [N], as slices."""
+  v = np.concatenate([[False], np.asarray(valid, bool), [False]])
+  edges = np.flatnonzero(v[1:] != v[:-1])
+  return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def fill_missing(time: np.ndarray, values: np.ndarray, how: str
+                 ) -> np.ndarray:
+  """Fills the rows without a prediction (NaN) of one face's series.
+
+  Args:
+    time: float [N] seconds, increasing.
+    values: float [N, K], NaN rows where the face was not seen.
+    how: 'linear' interpolates in time between the predictions either side;
+      'hold' repeats the last prediction; 'none' leaves them. Before the
+      first (after the last) prediction both repeat the first (last) one. A
+      series without any prediction stays empty.
+  """
+  if how not in FILL_MISSING:
+    raise AffectJaxError(f'--fill_missing={how!r} is not one of '
+                         f'{", ".join(FILL_MISSING)}.')
+  out = np.array(values, np.float64)
+  known = np.isfinite(out).all(1)
+  if how == 'none' or not known.any() or known.all():
+    return out
+  if how == 'linear':
+    for k in range(out.shape[1]):
+      out[~known, k] = np.interp(time[~known], time[known], out[known, k])
+    return out
+  last = np.maximum.accumulate(np.where(known, np.arange(len(out)), -1))
+  last[last < 0] = np.flatnonzero(known)[0]
+  return out[last]
+
+
+def find_chain(model: str) -> str | None:
+  """The post-processing chain that goes with a model, if it has one.
+
+  A model folder from affect_jax.export carries it as `chain.json`; a
+  training run has it in the stage folder of its postprocess stage (or
+  `python -m affect_jax.postprocess`'s `<workdir>/postprocess/`).
+
+  Raises:
+    AffectJaxError: the run holds several chains (it cannot tell which).
+  """
+  ckpt = checkpointing.find_checkpoints(model)
+  own = os.path.join(ckpt, CHAIN_JSON)
+  if os.path.isfile(own):
+    return own
+  if os.path.basename(ckpt) != 'checkpoints':
+    return None
+  root = os.path.dirname(os.path.dirname(ckpt))
+  found = sorted(os.path.join(root, d, CHAIN_JSON) for d in os.listdir(root)
+                 if os.path.isfile(os.path.join(root, d, CHAIN_JSON)))
+  if len(found) > 1:
+    raise AffectJaxError(
+        f'Run {root} holds several post-processing chains ({", ".join(found)}'
+        '); export the model with the one it goes with: python -m '
+        'affect_jax.export --workdir=RUN --output=DIR --chain=FILE, then '
+        'predict --model=DIR.')
+  return found[0] if found else None
+
+
+def load_chain(path: str, columns: Sequence[str]
+               ) -> dict[str, list[Any]]:
+  """{output: [postprocess.Step]} of a chain.json, checked against outputs."""
+  from affect_jax import postprocess  # pylint: disable=g-import-not-at-top
+  try:
+    chain = writers.read_json(path)['chain']
+    steps = {name: [postprocess.Step(s['name'], float(s['value']),
+                                     float(s.get('fit_ccc', np.nan)))
+                    for s in c['steps']] for name, c in chain.items()}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise AffectJaxError(f'{path} is not a post-processing chain as '
+                         f'affect_jax.postprocess writes it ({e!r}); run it '
+                         'again.') from None
+  unknown = sorted(set(steps) - set(columns))
+  if unknown:
+    raise AffectJaxError(
+        f'{path} is a chain for {", ".join(sorted(steps))} but the model '
+        f'predicts {", ".join(columns)}; it belongs to another model: '
+        'export the model with its own chain.')
+  for name, chain in steps.items():
+    for s in chain:
+      if s.name not in postprocess.STEPS:
+        raise AffectJaxError(f'{path}: unknown step {s.name!r} for {name}; '
+                             f'the steps are {postprocess.STEPS}.')
+  return steps
+
+
+def whole_video(time: np.ndarray, face: np.ndarray, outputs: np.ndarray,
+                columns: Sequence[str], fill: str = 'none',
+                chain: dict[str, list[Any]] | None = None,
+                chain_fps: float | None = None, smooth_s: float = 0.0
+                ) -> np.ndarray:
+  """The whole-video options on a file's rows, each face on its own.
+
+  Per face id (all rows when `face` is all -1: the largest face), in this
+  order: `fill` (fill_missing), the post-processing `chain` (its steps in
+  the video's seconds: the median filter and shift on each run of frames
+  with predictions, centring and scaling over the whole video), then a
+  centred median filter of `smooth_s` seconds (postprocess.median_filter,
+  the chain's own filter, rounded to an odd number of frames at the
+  video's median frame rate) on each run of frames with predictions.
+
+  Returns:
+    float [N, K]: `outputs` after the options (NaN: no prediction).
+  """
+  from affect_jax import postprocess  # pylint: disable=g-import-not-at-top
+  out = np.array(outputs, np.float64)
+  frames = np.unique(time)
+  fps = (postprocess.frame_rate(frames, np.zeros(len(frames)))
+         if len(frames) > 1 else None)
+  ids = [-1] if (face < 0).all() else [k for k in np.unique(face) if k >= 0]
+  for k in ids:
+    rows = np.flatnonzero(face == k) if k >= 0 else np.arange(len(face))
+    series = fill_missing(time[rows], out[rows], fill)
+    parts = runs(np.isfinite(series).all(1))
+    for j, name in enumerate(columns):
+      if chain and name in chain:
+        done = postprocess.apply_chain([series[p, j] for p in parts],
+                                       chain[name], fps or chain_fps)
+        for p, s in zip(parts, done):
+          series[p, j] = s
+      if smooth_s > 0 and fps:
+        w = postprocess.seconds_to_frames(smooth_s, fps, odd=True)
+        for p in parts:
+          series[p, j] = postprocess.median_filter(series[p, j], w)
+    out[rows] = series
+  return out
 
 
 class Runner:
   """A loaded model and its preprocessing, predicting file after file."""
 
-  def __init__(self, model: str, batch_size: int = 2, **face_options):
-    """`face_options`: `Preprocess`'s detect_every, track, detect_max_side."""
+  def __init__(self, model: str, batch_size: int = 2,
+               predict_without_face: bool = False, fill: str = 'none',
+               smooth: float = 0.0, postprocess: bool = False,
+               **face_options):
+    """`face_options`: `Preprocess`'s detect_every, track, detect_max_side.
+
+    Args:
+      predict_without_face: frames where no face was found get the model's
+        prediction too (of the whole frame, or of the last box while the
+        tracker bridges a gap), has_face=0; by default they are empty.
+      fill, smooth, postprocess: the whole-video options (`whole_video`):
+        --fill_missing, --smooth seconds, and the model's own
+        post-processing chain (`find_chain`).
+    """
     from affect_jax import inference  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
+    if fill not in FILL_MISSING:
+      raise AffectJaxError(f'--fill_missing={fill!r} is not one of '
+                           f'{", ".join(FILL_MISSING)}.')
+    if not smooth >= 0:
+      raise AffectJaxError(f'--smooth={smooth} is out of range: seconds, '
+                           '>= 0 (0: off).')
     self.predictor = inference.Predictor.load(check_model_dir(model))
     meta = self.predictor.meta
     self.preprocess = Preprocess(meta, **face_options)
@@ -442,18 +662,42 @@ class Runner:
     d = jax.device_count()
     self.batch_size = max(1, -(-int(batch_size) // d)) * d
     self.columns = self.predictor.task.columns(self.predictor.output_names)
+    self.predict_without_face = predict_without_face
+    self.fill, self.smooth = fill, float(smooth)
+    self.chain, self.chain_fps = None, None
+    if postprocess:
+      path = find_chain(model)
+      if path is None:
+        raise AffectJaxError(
+            f'--postprocess: model {model} carries no post-processing chain '
+            f'(no {CHAIN_JSON} in its folder or its run\'s stage folders). '
+            'Fit one on the run\'s validation predictions with python -m '
+            'affect_jax.postprocess --workdir=RUN (or an experiment\'s '
+            'postprocess stage) and export the model again, or drop '
+            '--postprocess.')
+      self.chain = load_chain(path, [n for n, _ in self.columns])
+      self.chain_fps = float(writers.read_json(path).get('fps') or 25.0)
+      self.chain_path = path
+    self.synthetic = self.preprocess.synthetic
+    if self.synthetic:
+      print(f'warning: model {model} was {SYNTHETIC_WARNING} (the quick '
+            'start\'s dataset); train on a licensed dataset for real '
+            'predictions.', file=sys.stderr, flush=True)
 
   def _outputs(self, logits: np.ndarray) -> np.ndarray:
     act = np.asarray(self.predictor.task.activation(logits[None]))[0]
     return np.array([act[k] for _, k in self.columns], np.float64)
 
   def predict_file(self, path: str, output: str, progress: bool = True,
-                   all_faces: bool = False) -> Result:
+                   all_faces: bool = False,
+                   overlay: str | None = None) -> Result:
     """Predicts one video or image into the CSV `output`.
 
     Args:
       all_faces: one row per face found in each frame, with a `face` id
         tracked across frames, instead of the largest face's one row.
+      overlay: also write the video (an image: the image) with each face's
+        box and its predictions drawn (affect_jax.overlay).
 
     Raises:
       AffectJaxError: the file is missing or unreadable; for a video that
@@ -463,10 +707,14 @@ class Runner:
     if not os.path.isfile(path):
       raise AffectJaxError(f'Input {path} does not exist or is not a file; '
                            'pass a video, an image or a folder of them.')
+    if all_faces and self.fill != 'none':
+      raise AffectJaxError(_FILL_ALL_FACES)
     names = [name for name, _ in self.columns]
     header = ['frame', 'time_s', *(['face'] if all_faces else []),
               'has_face', *BOX_COLUMNS, *names]
     is_image = path.lower().endswith(IMAGE_EXTENSIONS)
+    if overlay:
+      overlay_lib.check_path(overlay, is_image)
     broken: list[AffectJaxError] = []
     if is_image:
       images = iter([(0, 0.0, video.read_image(path))])
@@ -485,42 +733,65 @@ class Runner:
     predicted = (self._all_faces if all_faces else self._largest_face)(
         images, is_image)
     bar = Progress(os.path.basename(path), total) if progress else None
-    times, found, face_ids, outs = [], [], [], []  # Per row, for the plot.
+    # A few numbers per row (not frames): the whole-video options need them.
+    index_, times, face_ids, found, boxes, outs = [], [], [], [], [], []
     frames, last = 0, (0, 0.0)
-    empty = [None] * len(names)
-    with writers.atomic_open(output, newline='') as csv:
-      csv.write(_line(header))
-      for index, time_s, faces in predicted:
-        # A frame without a face is one row with empty predictions.
-        for face_id, box, logits in faces or [(None, None, None)]:
-          has_face = logits is not None
-          values = (self._outputs(logits) if has_face else
+    for index, time_s, faces in predicted:
+      # A frame without a face is one row with empty predictions.
+      for face_id, has_face, box, logits in faces or [(None, False, None,
+                                                       None)]:
+        index_.append(index)
+        times.append(time_s)
+        face_ids.append(-1 if face_id is None else face_id)
+        found.append(has_face)
+        boxes.append(box or (np.nan,) * 4)
+        outs.append(self._outputs(logits) if logits is not None else
                     np.full(len(names), np.nan))
-          csv.write(_line([index, time_s, *([face_id] if all_faces else []),
-                           int(has_face), *(box or [None] * 4),
-                           *(values if has_face else empty)]))
-          times.append(time_s)
-          found.append(has_face)
-          face_ids.append(-1 if face_id is None else face_id)
-          outs.append(values)
-        frames, last = frames + 1, (index, time_s)
-        if bar:
-          bar.update(frames)
-      if broken and not frames:
-        raise broken[0]
+      frames, last = frames + 1, (index, time_s)
+      if bar:
+        bar.update(frames)
+    if broken and not frames:
+      raise broken[0]
     fps = bar.done() if bar else 0.0
+    n = len(times)
+    result = Result(
+        output, n, fps, np.asarray(times, np.float64),
+        np.asarray(found, bool), np.asarray(outs).reshape(n, len(names)),
+        names, is_image, np.asarray(face_ids) if all_faces else None,
+        np.asarray(index_, np.int64), np.asarray(boxes, np.float64).reshape(
+            n, 4), self.synthetic)
+    result.outputs = whole_video(
+        result.time, np.asarray(face_ids), result.outputs, names, self.fill,
+        self.chain, self.chain_fps, self.smooth)
+    self._write_csv(result, header, all_faces)
+    if overlay:
+      result.overlay = overlay_lib.write(
+          path, overlay, result, SYNTHETIC_WARNING if self.synthetic else '')
     if broken:
       raise AffectJaxError(
           f'{broken[0]} Decoding stopped after frame {last[0]} '
           f'(t={last[1]:.3f} s): {output} holds the predictions of the '
           f'{frames} frames that decoded.')
-    return Result(output, len(times), fps, np.asarray(times),
-                  np.asarray(found, bool),
-                  np.asarray(outs).reshape(len(times), len(names)), names,
-                  is_image, np.asarray(face_ids) if all_faces else None)
+    return result
+
+  def _write_csv(self, r: Result, header: Sequence[str],
+                 all_faces: bool) -> None:
+    with writers.atomic_open(r.csv, newline='') as csv:
+      if r.synthetic:
+        csv.write(f'# warning: model {SYNTHETIC_WARNING}\n')
+      csv.write(_line(header))
+      for i in range(r.rows):
+        face = [None if r.face[i] < 0 else r.face[i]] if all_faces else []
+        box = [None] * 4 if np.isnan(r.box[i]).any() else r.box[i]
+        values = [None if np.isnan(v) else v for v in r.outputs[i]]
+        csv.write(_line([r.frame[i], r.time[i], *face, int(r.has_face[i]),
+                         *box, *values]))
+
+  def _keep(self, f: ModelFrame) -> bool:
+    return f.has_face or self.predict_without_face
 
   def _largest_face(self, images, is_image: bool):
-    """(index, time, [(None, box, logits)] or []) per frame: the largest."""
+    """(index, time, [(None, has_face, box, logits)] or []) per frame."""
     tracker = self.preprocess.tracker()
     frames = (self.preprocess(i, t, image, tracker) for i, t, image in images)
     args = (self.window, self.batch_size, self.preprocess.image_size)
@@ -530,21 +801,35 @@ class Runner:
     else:
       stream = predict_stream(self.predictor.logits, frames, *args)
     for f, logits in stream:
-      yield f.index, f.time, [(None, f.box, logits)] if f.has_face else []
+      yield f.index, f.time, ([(None, f.has_face, f.box, logits)]
+                              if self._keep(f) else [])
 
   def _all_faces(self, images, is_image: bool):
-    """(index, time, [(face id, box, logits)]) per frame: every face found."""
+    """(index, time, [(face id, has_face, box, logits)]) per frame."""
+    if self.preprocess.whole_frame:  # One picture a frame: face 0.
+      for i, t, faces in self._largest_face(images, is_image):
+        yield i, t, [(0, has_face, box, logits)
+                     for _, has_face, box, logits in faces]
+      return
     tracker = self.preprocess.tracker(all_faces=True)
     tracked = ((i, t, self.preprocess.faces(i, t, image, tracker))
                for i, t, image in images)
     args = (self.window, self.batch_size, self.preprocess.image_size)
     if is_image:  # One frame: no track to follow.
       for i, t, faces in tracked:
-        yield i, t, [(k, f.box, predict_image(self.predictor.logits, f, *args))
-                     for k, f in faces if f.has_face]
+        yield i, t, [(k, f.has_face, f.box,
+                      predict_image(self.predictor.logits, f, *args))
+                     for k, f in faces if self._keep(f)]
       return
-    for i, t, faces in predict_tracks(self.predictor.logits, tracked, *args):
-      yield i, t, [(k, f.box, logits) for k, f, logits in faces]
+    for i, t, faces in predict_tracks(self.predictor.logits, tracked, *args,
+                                      keep_missed=self.predict_without_face):
+      yield i, t, [(k, f.has_face, f.box, logits) for k, f, logits in faces]
+
+
+_FILL_ALL_FACES = (
+    '--fill_missing fills the frames where the largest face was not seen; '
+    'with --all_faces a face has rows only where it was tracked: drop '
+    '--fill_missing or --all_faces.')
 
 
 def check_model_dir(path: str) -> str:
@@ -581,10 +866,16 @@ def list_inputs(folder: str) -> list[str]:
 def predict(model: str, input_path: str, output: str,
             plot: str | None = None, batch_size: int = 2,
             progress: bool = True, all_faces: bool = False,
-            **face_options) -> list[Result]:
+            overlay: str | None = None, predict_without_face: bool = False,
+            fill_missing: str = 'none', smooth: float = 0.0,
+            postprocess: bool = False, **face_options) -> list[Result]:
   """The command: predicts a file or every file of a folder.
 
   `all_faces`: one row per face found, tracked across frames (`face` id).
+  `overlay`: the video (or image) with boxes and predictions drawn; for a
+  folder, a folder of `<file stem>.mp4` (`.png` for an image).
+  `predict_without_face`, `fill_missing`, `smooth`, `postprocess`: what
+  frames without a face get, and the whole-video options (`Runner`).
   `face_options`: detect_every, track, detect_max_side (`Preprocess`; None:
   the default, detection on every frame at full resolution).
 
@@ -600,14 +891,25 @@ def predict(model: str, input_path: str, output: str,
   if folder and output.lower().endswith('.csv'):
     raise AffectJaxError(f'--input {input_path} is a folder: --output must '
                          f'be a folder for its CSVs, not {output}.')
-  runner = Runner(model, batch_size, **face_options)
+  if folder and overlay and overlay.lower().endswith(VIDEO_EXTENSIONS +
+                                                     IMAGE_EXTENSIONS):
+    raise AffectJaxError(f'--input {input_path} is a folder: --overlay must '
+                         f'be a folder for its videos, not {overlay}.')
+  if all_faces and fill_missing != 'none':
+    raise AffectJaxError(_FILL_ALL_FACES)
+  runner = Runner(model, batch_size, predict_without_face, fill_missing,
+                  smooth, postprocess, **face_options)
   runner.preprocess.tracker(all_faces)  # Options refused before any file.
   results, failed = [], []
   for path in files:
     stem = os.path.splitext(os.path.basename(path))[0]
     out = os.path.join(output, f'{stem}.csv') if folder else output
+    drawn = overlay
+    if overlay and folder:
+      drawn = os.path.join(overlay, stem + (
+          '.png' if path.lower().endswith(IMAGE_EXTENSIONS) else '.mp4'))
     try:
-      result = runner.predict_file(path, out, progress, all_faces)
+      result = runner.predict_file(path, out, progress, all_faces, drawn)
     except AffectJaxError as e:
       if not folder:
         raise
@@ -620,7 +922,9 @@ def predict(model: str, input_path: str, output: str,
       plots.prediction_plot(
           result.time, result.has_face, result.outputs, result.columns,
           os.path.join(plot, f'{stem}.png') if folder else plot,
-          title=os.path.basename(path), is_image=result.is_image,
+          title=os.path.basename(path) + (
+              f' (model {SYNTHETIC_WARNING})' if result.synthetic else ''),
+          is_image=result.is_image,
           face=result.face)
   if failed:
     raise AffectJaxError(
@@ -635,16 +939,15 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   for name in ('model', 'input', 'output'):
     if not getattr(FLAGS, name):
-      print(f'error: --{name} is required (see --help).', file=sys.stderr)
-      sys.exit(2)
-  try:
-    predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.plot,
-            FLAGS.batch_size, all_faces=FLAGS.all_faces,
-            detect_every=FLAGS.detect_every, track=FLAGS.track,
-            detect_max_side=FLAGS.detect_max_side)
-  except AffectJaxError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+      raise AffectJaxError(f'--{name} is required (see --help).')
+  predict(FLAGS.model, FLAGS.input, FLAGS.output, FLAGS.plot,
+          FLAGS.batch_size, all_faces=FLAGS.all_faces,
+          overlay=FLAGS.overlay,
+          predict_without_face=FLAGS.predict_without_face,
+          fill_missing=FLAGS.fill_missing, smooth=FLAGS.smooth,
+          postprocess=FLAGS.postprocess,
+          detect_every=FLAGS.detect_every, track=FLAGS.track,
+          detect_max_side=FLAGS.detect_max_side)
 
 
 def define_flags() -> None:
@@ -666,6 +969,31 @@ def define_flags() -> None:
                     "largest face's one row. A model trained on whole frames "
                     '(no face detector in its dataset) sees one face: rows as '
                     'without the flag, with face 0.')
+  flags.DEFINE_string('overlay', None, 'Optional copy of the video (H.264 '
+                      '.mp4) with each face\'s box and a valence/arousal '
+                      'gauge (class models: the class bars) drawn; an image '
+                      'gives a .png/.jpg; for a folder --input, a folder of '
+                      '<file stem>.mp4 / .png.')
+  flags.DEFINE_bool('predict_without_face', False, 'Write the model\'s '
+                    'prediction on frames where no face was found too '
+                    '(has_face=0; the whole frame, or the last box while a '
+                    'missed face is bridged); by default they are empty.')
+  flags.DEFINE_enum('fill_missing', 'none', list(FILL_MISSING),
+                    'Frames without a face (empty predictions): linear '
+                    'interpolates in time between the predictions either '
+                    'side, hold repeats the last one (both repeat the first '
+                    '/ last one before / after them), none leaves them '
+                    'empty. has_face stays 0. Not with --all_faces.')
+  flags.DEFINE_float('smooth', 0.0, 'Seconds of a centred running MEDIAN '
+                     'filter (affect_jax.postprocess.median_filter, the '
+                     'tzirakis2019 chain\'s filter; rounded to an odd number '
+                     'of frames) on each output, per face, within each run '
+                     'of frames with predictions; 0: off.')
+  flags.DEFINE_bool('postprocess', False, 'Apply the post-processing chain '
+                    '(median, centre, scale, shift) the model\'s run chose on '
+                    'its validation set (chain.json: a postprocess stage, or '
+                    'carried by an exported model folder); an error if the '
+                    'model has none.')
   # The builders' face options (affect_jax.prepare), by default off here:
   # the detector on every frame at full resolution.
   flags.DEFINE_integer('detect_every', None, 'Run the face detector on every '
@@ -683,4 +1011,4 @@ def define_flags() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -113,9 +113,17 @@ def face_video(tmp_path_factory):
   return path
 
 
+def _astronaut(data):
+  """scikit-image's astronaut photo, 320 x 512: Eileen Collins' face at
+  x 179-266, y 83-170 (dlib). Below row 320 dlib finds a second 'face' in the
+  suit once the photo has been through H.264."""
+  return np.ascontiguousarray(data.astronaut()[:320])
+
+
 def _read(path):
+  """The rows of a prediction CSV (a synthetic model's warning skipped)."""
   with open(path, newline='') as f:
-    return list(csv.DictReader(f))
+    return list(csv.DictReader(line for line in f if not line.startswith('#')))
 
 
 def test_video_rows_times_faces_and_schema(va_runner, face_video, tmp_path):
@@ -204,11 +212,11 @@ def test_windows_take_the_most_central_prediction():
 
 def test_synthetic_model_whole_frame_classes_and_vfr(synth_runner,
                                                      tmp_path):
-  """No detector in the dataset: whole frame, has_face=1, class columns."""
+  """No detector in the dataset: the model sees the whole frame, the
+  detector still gives has_face and the box; class columns; VFR times."""
   times = [0.0, 0.04, 0.1, 0.35, 0.36, 0.9, 1.0, 1.5, 1.52]
   path = str(tmp_path / 'vfr.mp4')
-  core.write_video(path, _face_frames(len(times), (64, 64)), fps=25,
-                   times=times)
+  core.write_video(path, _face_frames(len(times)), fps=25, times=times)
   out = str(tmp_path / 'vfr.csv')
   synth_runner.predict_file(path, out, progress=False)
   rows = _read(out)
@@ -219,7 +227,8 @@ def test_synthetic_model_whole_frame_classes_and_vfr(synth_runner,
                            'y1', *F.REALEYES_EMOTIONS]
   for r in rows:
     assert r['has_face'] == '1'
-    assert [float(r[k]) for k in predict.BOX_COLUMNS] == [0, 0, 64, 64]
+    x0, y0, x1, y1 = (float(r[k]) for k in predict.BOX_COLUMNS)
+    assert 60 < x0 < 160 < x1 < 260 and 20 < y0 < 120 < y1 < 230  # The face.
     p = np.array([float(r[c]) for c in F.REALEYES_EMOTIONS])
     assert ((0 < p) & (p < 1)).all()
 
@@ -244,7 +253,9 @@ def test_odd_resolution_mkv(synth_runner, tmp_path):
   synth_runner.predict_file(path, out, progress=False)
   rows = _read(out)
   assert len(rows) == 5
-  assert [float(rows[0][k]) for k in predict.BOX_COLUMNS] == [0, 0, 161, 97]
+  # A face too small for the detector: no face claimed, nothing predicted.
+  assert {(r['has_face'], r['x0'], r['happy']) for r in rows} == {('0', '',
+                                                                   '')}
 
 
 def _rotate_mp4(path, degrees_clockwise=90):
@@ -266,11 +277,17 @@ def test_rotation_metadata_is_honoured(synth_runner, tmp_path):
   assert frames[0].image.shape == (64, 48, 3)
   # Turned clockwise for display: the marker is now top-right.
   assert frames[0].image[:8, -8:].mean() > 200
+  # A phone video of a real face, stored sideways: found in the upright frame.
+  data = pytest.importorskip('skimage.data')
+  path = str(tmp_path / 'phone.mp4')
+  core.write_video(path, [np.rot90(_astronaut(data))] * 3, fps=10)
+  _rotate_mp4(path)
   out = str(tmp_path / 'rot.csv')
   synth_runner.predict_file(path, out, progress=False)
   rows = _read(out)
-  assert len(rows) == 3
-  assert [float(rows[0][k]) for k in predict.BOX_COLUMNS] == [0, 0, 48, 64]
+  assert len(rows) == 3 and {r['has_face'] for r in rows} == {'1'}
+  x0, y0, x1, y1 = (float(rows[0][k]) for k in predict.BOX_COLUMNS)
+  assert 150 < x0 < 222 < x1 < 300 and 50 < y0 < 126 < y1 < 200  # Her face.
 
 
 def test_image_and_folder(va_model, tmp_path):
@@ -335,6 +352,13 @@ def test_truncated_video_keeps_what_decodes(synth_runner, tmp_path):
   assert 0 < len(rows) < 40
   assert f'holds the predictions of the {len(rows)} frames' in str(e.value)
   assert 'skip_broken' not in str(e.value)
+  # The overlay too holds the frames that decoded.
+  drawn = str(tmp_path / 'cut_overlay.mp4')
+  with pytest.raises(AffectJaxError, match='holds the predictions'):
+    synth_runner.predict_file(path, out, progress=False, overlay=drawn)
+  assert len(list(core.iter_frames(drawn))) == len(rows)
+  assert sorted(os.listdir(tmp_path)) == ['cut.csv', 'cut.mp4',
+                                          'cut_overlay.mp4']
 
 
 def test_output_is_atomic(synth_runner, tmp_path, monkeypatch):
@@ -465,7 +489,7 @@ def test_all_faces_image_whole_frame_model_and_plots(va_runner, synth_runner,
           for r in _read(tmp_path / 'wall.csv')] == [('', '0', '')]
   # A whole-frame model: one face, 0, and the default's numbers.
   path = str(tmp_path / 'v.mp4')
-  core.write_video(path, _face_frames(5, (64, 64)), fps=25)
+  core.write_video(path, _face_frames(5), fps=25)
   one, many = str(tmp_path / 'one.csv'), str(tmp_path / 'many.csv')
   synth_runner.predict_file(path, one, progress=False)
   classes = synth_runner.predict_file(path, many, progress=False,
@@ -531,7 +555,7 @@ def test_export_then_predict_gives_the_same_numbers(synth_model, tmp_path):
   assert record['task'] == 'emotions'
   assert sorted(os.listdir(model_dir)) == ['best', 'model.json']
   path = str(tmp_path / 'v.mp4')
-  core.write_video(path, _face_frames(7, (64, 64)), fps=25)
+  core.write_video(path, _face_frames(7), fps=25)
   a, b = str(tmp_path / 'a.csv'), str(tmp_path / 'b.csv')
   predict.predict(synth_model, path, a, progress=False)
   predict.predict(model_dir, path, b, progress=False)
@@ -599,3 +623,285 @@ def test_face_options_detect_every_track_and_their_errors(va_model, va_runner,
   with pytest.raises(AffectJaxError,
                      match=r'detect_every=0 \(--detect_every\)'):
     predict.Preprocess(meta, detect_every=0)
+
+
+# ------------------------------------- faces never claimed, whole-video ---
+
+def _cli(*args):
+  """`python -m affect_jax.predict ARGS` as a user runs it."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep +
+             os.environ.get('PYTHONPATH', ''), JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'affect_jax.predict', *args],
+                        capture_output=True, text=True, env=env, timeout=300,
+                        check=False)
+
+
+def _values(rows, names):
+  """float [N, K]: the rows' predictions, NaN where empty."""
+  return np.array([[float(r[n]) if r[n] else np.nan for n in names]
+                   for r in rows])
+
+
+WARNING = 'trained on synthetic cartoon faces: not meaningful on real video'
+ASTRONAUT_FRAMES = (2, 3, 4)  # Of 7; the others show coffee, no face.
+
+
+def test_cli_claims_no_face_it_did_not_see(synth_model, tmp_path):
+  """A whole-frame (synthetic) model through the command line: the detector
+  decides has_face; a video without a face gives has_face=0 and empty
+  predictions on every frame, a real face (scikit-image's astronaut) gives
+  has_face=1 and her box; --predict_without_face fills the predictions of
+  the other frames (the same numbers where there is a face: the model sees
+  the whole frame either way); the synthetic warning is on stderr and in
+  each CSV."""
+  data = pytest.importorskip('skimage.data')
+  import cv2  # pylint: disable=g-import-not-at-top
+  astronaut = _astronaut(data)
+  coffee = cv2.resize(data.coffee(), astronaut.shape[1::-1])
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  core.write_video(str(folder / 'nobody.mp4'), [coffee] * 5, fps=25)
+  core.write_video(str(folder / 'astronaut.mp4'), [
+      astronaut if i in ASTRONAUT_FRAMES else coffee for i in range(7)],
+                   fps=25)
+  names = list(F.REALEYES_EMOTIONS)
+  got = {}
+  for flag in ('', '--predict_without_face'):
+    out = tmp_path / f'out{flag}'
+    proc = _cli(f'--model={synth_model}', f'--input={folder}',
+                f'--output={out}', *([flag] if flag else []))
+    assert proc.returncode == 0, proc.stderr
+    assert WARNING in proc.stderr
+    for stem in ('nobody', 'astronaut'):
+      with open(out / f'{stem}.csv') as f:
+        first = f.readline()
+      assert first.startswith('# warning') and WARNING in first
+      got[flag, stem] = _read(out / f'{stem}.csv')
+  nobody = got['', 'nobody']
+  assert len(nobody) == 5
+  assert all(r['has_face'] == '0' and r['x0'] == '' for r in nobody)
+  assert np.isnan(_values(nobody, names)).all()
+  rows = got['', 'astronaut']
+  assert [r['has_face'] for r in rows] == [
+      '1' if i in ASTRONAUT_FRAMES else '0' for i in range(7)]
+  for i in ASTRONAUT_FRAMES:
+    x0, y0, x1, y1 = (float(rows[i][k]) for k in predict.BOX_COLUMNS)
+    assert 150 < x0 < 222 < x1 < 300 and 50 < y0 < 126 < y1 < 200
+  values = _values(rows, names)
+  assert np.isnan(values[[0, 1, 5, 6]]).all()
+  assert ((0 < values[2:5]) & (values[2:5] < 1)).all()
+  # --predict_without_face: every row predicted, has_face and boxes unchanged.
+  for stem in ('nobody', 'astronaut'):
+    plain, every = got['', stem], got['--predict_without_face', stem]
+    assert [(r['has_face'], r['x0']) for r in every] == [
+        (r['has_face'], r['x0']) for r in plain]
+    v = _values(every, names)
+    assert ((0 < v) & (v < 1)).all()
+  np.testing.assert_array_equal(
+      _values(got['--predict_without_face', 'astronaut'], names)[2:5],
+      values[2:5])
+
+
+def test_face_model_predict_without_face(va_model, va_runner, face_video,
+                                         tmp_path):
+  """A face model: frames 5-7 (no face) get predictions, has_face=0, empty
+  box; the frames with a face are unchanged."""
+  plain = _read(va_runner.predict_file(face_video, str(tmp_path / 'a.csv'),
+                                       progress=False).csv)
+  every = _read(predict.Runner(va_model, predict_without_face=True)
+                .predict_file(face_video, str(tmp_path / 'b.csv'),
+                              progress=False).csv)
+  for i, (p, e) in enumerate(zip(plain, every)):
+    assert e['has_face'] == p['has_face']
+    if i in NO_FACE:
+      assert e['x0'] == '' and np.isfinite(float(e['valence']))
+    else:
+      assert e == p
+
+
+def _median(x, window):
+  """Centred running median, the ends repeated: one frame at a time."""
+  half, n = window // 2, len(x)
+  return np.array([np.median([x[min(max(j, 0), n - 1)]
+                              for j in range(i - half, i + half + 1)])
+                   for i in range(n)])
+
+
+def _fill(t, x, how):
+  out = x.copy()
+  known = np.flatnonzero(np.isfinite(x))
+  for i in np.flatnonzero(~np.isfinite(x)):
+    before, after = known[known < i], known[known > i]
+    if how == 'hold':
+      out[i] = x[before[-1]] if len(before) else x[after[0]]
+    elif not len(before) or not len(after):
+      out[i] = x[before[-1]] if len(before) else x[after[0]]
+    else:
+      a, b = before[-1], after[0]
+      out[i] = x[a] + (x[b] - x[a]) * (t[i] - t[a]) / (t[b] - t[a])
+  return out
+
+
+CHAIN = {'fps': 25.0, 'chain': {
+    'valence': {'fit_ccc_before': 0.1, 'steps': [
+        {'name': 'median', 'value': 0.12, 'fit_ccc': 0.2},
+        {'name': 'centre', 'value': 0.3, 'fit_ccc': 0.3},
+        {'name': 'scale', 'value': 40.0, 'fit_ccc': 0.4},
+        {'name': 'shift', 'value': 0.08, 'fit_ccc': 0.5}]},
+    'arousal': {'fit_ccc_before': 0.1, 'steps': [
+        {'name': 'centre', 'value': -0.2, 'fit_ccc': 0.2}]}}}
+
+
+@pytest.fixture(scope='module')
+def chain_model(tmp_path_factory):
+  """A VA run with the chain a postprocess stage chose (`postprocess/`)."""
+  from affect_jax import writers  # pylint: disable=g-import-not-at-top
+  run = save_untrained_model(tmp_path_factory.mktemp('chain_run'), 'va',
+                             ('arousal', 'valence'), FACE_DATA)
+  writers.write_json(os.path.join(run, 'postprocess', 'chain.json'), CHAIN)
+  return run
+
+
+def _chain(x, name):
+  """The chain's steps on one series, each by hand (25 fps)."""
+  for s in CHAIN['chain'][name]['steps']:
+    if s['name'] == 'median':
+      x = _median(x, 3)  # 0.12 s at 25 fps: 3 frames.
+    elif s['name'] == 'centre':
+      x = x + s['value']
+    elif s['name'] == 'scale':
+      x = x.mean() + s['value'] * (x - x.mean())
+    elif s['name'] == 'shift':
+      x = np.concatenate([[x[0]] * 2, x[:-2]])  # 0.08 s: 2 frames.
+  return x
+
+
+def test_whole_video_options_through_the_cli(chain_model, face_video,
+                                             tmp_path):
+  """--fill_missing=linear --postprocess --smooth=0.2 --overlay --plot, from
+  the command line, against numpy on the plain prediction (fill, then the
+  chain, then a 5-frame median); the overlay decodes to the input's frames
+  and size, the box drawn on it."""
+  names = ['valence', 'arousal']
+  plain = predict.predict(chain_model, face_video, str(tmp_path / 'p.csv'),
+                          progress=False)[0]
+  base = _values(_read(plain.csv), names)
+  t = plain.time
+  assert np.isnan(base[list(NO_FACE)]).all()
+  assert np.ptp(base[:5, 0]) > 1e-3  # Enough change for the filters to show.
+  want = np.stack([_median(_chain(_fill(t, base[:, k], 'linear'), n), 5)
+                   for k, n in enumerate(names)], 1)
+  out, video, plot = (str(tmp_path / n) for n in ('o.csv', 'o.mp4', 'o.png'))
+  proc = _cli(f'--model={chain_model}', f'--input={face_video}',
+              f'--output={out}', '--fill_missing=linear', '--postprocess',
+              '--smooth=0.2', f'--overlay={video}', f'--plot={plot}')
+  assert proc.returncode == 0, proc.stderr
+  rows = _read(out)
+  assert [r['has_face'] for r in rows] == [r['has_face']
+                                           for r in _read(plain.csv)]
+  np.testing.assert_allclose(_values(rows, names), want, rtol=1e-4,
+                             atol=1e-5)
+  assert os.path.getsize(plot) > 1000
+  # The overlay: every frame, the input's size, the box drawn.
+  source = [f.image for f in core.iter_frames(face_video)]
+  drawn = [f.image for f in core.iter_frames(video)]
+  assert len(drawn) == len(source) == 12
+  assert drawn[0].shape == source[0].shape
+  r = rows[0]
+  x0, y0, x1, y1 = (int(round(float(r[k]))) for k in predict.BOX_COLUMNS)
+  diff = np.abs(drawn[0].astype(int) - source[0].astype(int)).mean(-1)
+  assert diff[y0 + 5:y1 - 5, x0].mean() > 40  # The box's left side.
+  assert diff[y0 + 5:y1 - 5, x0 + 10:x1 - 10].mean() < 8  # Inside it: the face.
+  assert diff[-60:, :40].mean() < 8  # Far from the box and the gauge.
+
+
+def test_fill_hold_smooth_runs_and_postprocess_against_postprocess_apply(
+    chain_model, face_video, tmp_path):
+  """--fill_missing=hold; --smooth alone filters each run of frames with a
+  face on its own; --postprocess alone equals postprocess.apply_chain on the
+  plain CSV's runs."""
+  from affect_jax import postprocess  # pylint: disable=g-import-not-at-top
+  names = ['valence', 'arousal']
+  plain = predict.predict(chain_model, face_video, str(tmp_path / 'p.csv'),
+                          progress=False)[0]
+  base = _values(_read(plain.csv), names)
+  t = plain.time
+
+  def run(**options):
+    out = str(tmp_path / f'{len(os.listdir(tmp_path))}.csv')
+    return _values(_read(predict.predict(chain_model, face_video, out,
+                                         progress=False, **options)[0].csv),
+                   names)
+
+  got = run(fill_missing='hold')
+  np.testing.assert_allclose(got, np.stack(
+      [_fill(t, base[:, k], 'hold') for k in range(2)], 1), rtol=1e-5)
+  assert (got[list(NO_FACE)] == got[NO_FACE[0] - 1]).all()
+  got = run(smooth=0.12)  # 3 frames, within frames 0-4 and 8-11.
+  runs = [slice(0, 5), slice(8, 12)]
+  for k in range(2):
+    for s in runs:
+      np.testing.assert_allclose(got[s, k], _median(base[s, k], 3),
+                                 rtol=1e-4, atol=1e-5)
+  assert np.isnan(got[list(NO_FACE)]).all()
+  got = run(postprocess=True)
+  for k, name in enumerate(names):
+    steps = [postprocess.Step(**s) for s in CHAIN['chain'][name]['steps']]
+    want = postprocess.apply_chain([base[s, k] for s in runs], steps, 25.0)
+    for s, w in zip(runs, want):
+      np.testing.assert_allclose(got[s, k], w, rtol=1e-4, atol=1e-5)
+  assert np.isnan(got[list(NO_FACE)]).all()
+
+
+def test_postprocess_chain_errors_and_export(chain_model, va_model, face_video,
+                                             tmp_path):
+  out = str(tmp_path / 'o.csv')
+  with pytest.raises(AffectJaxError, match='carries no post-processing chain'
+                     '.*affect_jax.postprocess --workdir=RUN'):
+    predict.predict(va_model, face_video, out, postprocess=True)
+  with pytest.raises(AffectJaxError, match='--fill_missing fills'):
+    predict.predict(va_model, face_video, out, all_faces=True,
+                    fill_missing='linear')
+  with pytest.raises(AffectJaxError, match='the input is a video.*mp4'):
+    predict.predict(va_model, face_video, out, overlay=str(tmp_path / 'o.png'))
+  assert not os.path.exists(out)
+  # An exported model carries its run's chain and gives the same numbers.
+  model_dir = str(tmp_path / 'model')
+  record = export.export(chain_model, model_dir)
+  assert sorted(os.listdir(model_dir)) == ['best', 'chain.json', 'model.json']
+  assert record['postprocess_chain'].endswith('postprocess/chain.json')
+  a, b = str(tmp_path / 'a.csv'), str(tmp_path / 'b.csv')
+  predict.predict(chain_model, face_video, a, progress=False, postprocess=True)
+  predict.predict(model_dir, face_video, b, progress=False, postprocess=True)
+  assert open(a).read() == open(b).read()
+  # A chain for other outputs is refused, naming both.
+  bad = tmp_path / 'bad.json'
+  bad.write_text('{"fps": 25, "chain": {"happy": {"steps": []}}}')
+  with pytest.raises(AffectJaxError, match='chain for happy but the model '
+                     'predicts arousal, valence'):
+    export.export(chain_model, str(tmp_path / 'm2'), chain=str(bad))
+
+
+def test_all_faces_predict_without_face_keeps_bridged_frames(va_model,
+                                                            two_faces,
+                                                            tmp_path):
+  """--all_faces --predict_without_face: a face the detector misses keeps its
+  id for the builders' max_gap (5) frames, with has_face=0, no box and the
+  prediction of its last box's crop; the rows seen are the default ones."""
+  runner = predict.Runner(va_model, predict_without_face=True)
+  every = _read(runner.predict_file(two_faces['both'], str(tmp_path / 'e.csv'),
+                                    progress=False, all_faces=True).csv)
+  plain = _read(predict.Runner(va_model).predict_file(
+      two_faces['both'], str(tmp_path / 'p.csv'), progress=False,
+      all_faces=True).csv)
+  assert [r for r in every if r['has_face'] == '1'] == [
+      r for r in plain if r['has_face'] == '1']
+  frames = [int(r['frame']) for r in every]
+  # Both tracks live on every frame: the gap (5-6) and B's exit (9-11) are
+  # shorter than max_gap.
+  assert [frames.count(i) for i in range(TWO_FACE_FRAMES)] == [2] * 12
+  missed = [r for r in every if r['has_face'] == '0']
+  assert sorted({int(r['frame']) for r in missed}) == [5, 6, 9, 10, 11]
+  assert all(r['face'] in ('0', '1') and r['x0'] == '' and
+             np.isfinite(float(r['valence'])) for r in missed)
