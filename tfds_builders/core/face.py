@@ -158,6 +158,8 @@ def _dlib() -> Detector:
 
   def detect(image: np.ndarray) -> np.ndarray:
     # No upsampling: ~20 ms for 640x480; finds faces from ~80 pixels.
+    # dlib misreads a strided view (e.g. np.rot90 of a frame): copy it.
+    image = np.ascontiguousarray(image)
     return _boxes([(r.top(), r.left(), r.bottom(), r.right())
                    for r in hog(image, 0)])
 
