@@ -61,6 +61,7 @@ above), so a scaled-down checkpoint with the released names imports too.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Any
 
@@ -78,6 +79,11 @@ NETWORKS = ('affwildnet_vggface', 'affwildnet_resnet', 'vggface_4096',
             'vggface_2000')
 IMAGE_SIZE = 96  # The released models' input (eval_script.py --size).
 WINDOW = 80  # Their training sequence length (--seq_length).
+# Face crops for prediction: the project's dlib detector with this margin
+# (each side, a fraction of the box) approximates the larger boxes of the
+# authors' detector (Mathias et al. 2014, through Menpo); docs/models.md.
+DEFAULT_MARGIN = 0.1
+FPS = 30.0  # Aff-Wild's videos (tfds_builders/aff_wild).
 
 _SLOTS = ('Adam', 'Adam_1', 'Momentum', 'RMSProp', 'RMSProp_1', 'Adagrad',
           'Ftrl', 'Ftrl_1', 'ExponentialMovingAverage')
@@ -336,3 +342,48 @@ def _raise(ck: _Checked, reader: tf_bundle.BundleReader):
       '4096x4096x2 or 4096x2000x2), or the --network that matches it '
       '(docs/models.md).')
 
+
+
+def model_record(network: str, model_cfg: dict[str, Any], step: int | None,
+                 prefix: str, margin: float = DEFAULT_MARGIN
+                 ) -> dict[str, Any]:
+  """The self-contained model record (`checkpointing.load_model`'s `meta`,
+  as `train.model_record` writes it) of an imported released network."""
+  from affect_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from affect_jax import tasks  # pylint: disable=g-import-not-at-top
+  from affect_jax import writers  # pylint: disable=g-import-not-at-top
+  if step is None:
+    m = re.search(r'-(\d+)$', prefix)
+    step = int(m.group(1)) if m else 0
+  return {
+      'format': checkpointing.MODEL_FORMAT,
+      'step': int(step),
+      'task': 'va',
+      'outputs': list(tasks.VA_OUTPUTS),
+      'label_names': [],
+      'model': dict(model_cfg),
+      'input': {'window': WINDOW, 'image_size': IMAGE_SIZE,
+                'resize_size': IMAGE_SIZE, 'normalization': 'symmetric'},
+      # What predict's Preprocess reads: crops as a prepared dataset's.
+      'data': {'dataset': f'aff_wild/released_tf1_{network}',
+               'fps': FPS, 'detector': 'dlib', 'landmarks': 'none',
+               'image_size': IMAGE_SIZE, 'margin': float(margin),
+               'detect_every': 1, 'track': 'hold', 'detect_max_side': 0,
+               'emotion_names': []},
+      'validation': {},
+      'versions': writers.versions(),
+      'imported_from': {
+          'format': 'affwild-tf1', 'network': network,
+          'checkpoint': os.path.abspath(prefix),
+          'release': 'https://github.com/dkollias/Aff-Wild-models',
+          'licence': 'research use only, no commercial use, no '
+                     'redistribution (the release\'s eval_script.py)',
+          'preprocessing': (
+              'The authors cropped the boxes of Mathias et al. (2014) found '
+              'with Menpo and resized them to 96 x 96 with '
+              'tf.image.resize_images (bilinear, aspect not kept); this '
+              f'model is fed dlib HOG boxes squared with margin {margin} '
+              'per side, resized to 96 (INTER_AREA), JPEG q90 round trip; '
+              'the faces therefore differ in extent and alignment.'),
+      },
+  }
