@@ -57,25 +57,6 @@ from affect_jax.models import tf1_import
 from affect_jax.models import torch_import
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('from', 'torch', ['torch', 'affwild-tf1'],
-                  'torch: a torchvision-layout .pth trunk (--arch, '
-                  '--torch_checkpoint); affwild-tf1: a released Aff-Wild TF1 '
-                  'model (--network, --checkpoint).')
-flags.DEFINE_enum('arch', None, list(torch_import.TORCH_ARCHS),
-                  'Architecture of the state dict.')
-flags.DEFINE_string('torch_checkpoint', None,
-                    'A torch.save()d state dict (.pth), e.g. torchvision\'s '
-                    'resnet50-0676ba61.pth.')
-flags.DEFINE_enum('network', None, list(tf1_import.NETWORKS),
-                  '--from=affwild-tf1: which released network (eval_script.py'
-                  ' --network).')
-flags.DEFINE_string('checkpoint', None,
-                    '--from=affwild-tf1: the TF checkpoint prefix '
-                    'PATH/model.ckpt-N (or its .index, or its folder).')
-flags.DEFINE_float('margin', tf1_import.DEFAULT_MARGIN,
-                   '--from=affwild-tf1: face-crop margin predict uses, a '
-                   'fraction of the detected box\'s side (docs/models.md).')
-flags.DEFINE_string('output', None, 'Folder to write the Orbax checkpoint to.')
 
 
 def read_torch_state_dict(path: str) -> dict[str, Any]:
@@ -235,5 +216,30 @@ def main(argv):
           f'--model={FLAGS.output} --input=VIDEO --output=OUT.csv')
 
 
+def define_flags() -> None:
+  """The command's flags (defined only when it runs: no clash on import)."""
+  flags.DEFINE_enum('from', 'torch', ['torch', 'affwild-tf1'],
+                    'torch: a torchvision-layout .pth trunk (--arch, '
+                    '--torch_checkpoint); affwild-tf1: a released Aff-Wild '
+                    'TF1 model (--network, --checkpoint).')
+  flags.DEFINE_enum('arch', None, list(torch_import.TORCH_ARCHS),
+                    'Architecture of the state dict.')
+  flags.DEFINE_string('torch_checkpoint', None,
+                      'A torch.save()d state dict (.pth), e.g. '
+                      'torchvision\'s resnet50-0676ba61.pth.')
+  flags.DEFINE_enum('network', None, list(tf1_import.NETWORKS),
+                    '--from=affwild-tf1: which released network '
+                    '(eval_script.py --network).')
+  flags.DEFINE_string('checkpoint', None,
+                      '--from=affwild-tf1: the TF checkpoint prefix '
+                      'PATH/model.ckpt-N (or its .index, or its folder).')
+  flags.DEFINE_float('margin', tf1_import.DEFAULT_MARGIN,
+                     '--from=affwild-tf1: face-crop margin predict uses, a '
+                     'fraction of the detected box\'s side (docs/models.md).')
+  flags.DEFINE_string('output', None, 'Folder to write to: the trunk\'s '
+                      'Orbax checkpoint, or the TF1 model\'s model folder.')
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -1,4 +1,4 @@
-"""Writes tiny TF1 checkpoints of the released Aff-Wild networks, and TF's outputs.
+"""Writes tiny TF1 checkpoints of the released Aff-Wild networks + TF outputs.
 
   python -m venv /work/venv-tf
   /work/venv-tf/bin/pip install tensorflow-cpu==2.15.1 tf-keras==2.15.1 \

@@ -373,3 +373,24 @@ def test_command_then_predict_on_a_video(tmp_path):
 
 def test_tensorflow_is_never_imported():
   assert 'tensorflow' not in sys.modules
+
+
+def test_a_test_stage_scores_the_imported_model(imported, make_tiny_config,
+                                                tmp_path):
+  """`checkpoint_from` = the imported folder, as for a trained run."""
+  from affect_jax import experiment  # pylint: disable=g-import-not-at-top
+  from affect_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = make_tiny_config()
+  config.stages = 'test'
+  config.test.checkpoint_from = imported['affwildnet_vggface']
+  config.test.plots = False
+  results = experiment.run(config, str(tmp_path))
+  with open(tmp_path / 'test' / 'results.json') as f:
+    scored = json.load(f)
+  assert scored['checkpoint_step'] == STEPS['affwildnet_vggface']
+  assert np.isfinite(scored['ccc_valence'])
+  assert np.isfinite(scored['mse_arousal'])
+  split = input_pipeline.load_split(config.test.dataset, 'test')
+  with open(tmp_path / 'test' / 'predictions' / 'test.csv') as f:
+    assert len(f.read().splitlines()) == split.num_frames + 1
+  assert results['test']['ccc_valence'] == scored['ccc_valence']

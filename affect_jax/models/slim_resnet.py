@@ -24,7 +24,8 @@ per slim scope, `/` -> `_`):
   slim variable                                    Flax variable
   resnet_v1_50/conv1/weights [7, 7, 3, 64]         params/conv1/kernel
   resnet_v1_50/conv1/BatchNorm/gamma, beta         params/conv1_bn/scale, bias
-  .../BatchNorm/moving_mean, moving_variance       batch_stats/conv1_bn/mean, var
+  .../BatchNorm/moving_mean, moving_variance       batch_stats/conv1_bn/mean,
+                                                   var
   resnet_v1_50/block1/unit_1/bottleneck_v1/        params/block1_unit_1/
     shortcut|conv1|conv2|conv3/weights               shortcut|conv1|conv2|conv3/
                                                      kernel (and *_bn)

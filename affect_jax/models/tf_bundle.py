@@ -1,4 +1,4 @@
-"""A reader of TensorFlow's checkpoint format (V2 "tensor bundle"), no TF needed.
+"""A reader of TensorFlow's V2 checkpoint format ("tensor bundle"), no TF.
 
 A checkpoint `PREFIX` (e.g. `model.ckpt-1000`) written by `tf.train.Saver`
 (TF >= 0.12) or `tf.train.Checkpoint` is two kinds of file:
