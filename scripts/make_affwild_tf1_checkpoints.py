@@ -12,7 +12,7 @@ repository (its layer loop for the VGG-Face networks, `tf_slim`'s
 `resnet_v1` under `resnet_arg_scope()`, `MultiRNNCell` of two `GRUCell`s
 run by `dynamic_rnn`), so the variable names are the released ones; the
 widths are scaled down (VGG-Face width 2, FC 16 / 10, ResNet bottlenecks 2,
-4, 8, 16, GRU 8) so the files stay small, the input is the released 96 x 96
+4, 8, 16, GRU 8) so the files stay small (--full: the released widths), the input is the released 96 x 96
 at (x - 128) / 128. Every variable gets random values, the checkpoint is
 saved with `tf.compat.v1.train.Saver` (TF's V2 bundle format, as TF 1.8
 wrote it), and TF's own forward of the same graph on `frames.npz` is stored
@@ -47,7 +47,14 @@ from tf_slim.nets import resnet_v1
 tf1 = tf.compat.v1
 
 BATCH, SEQ, SIZE = 1, 5, 96
-VGG_WIDTH, GRU_HIDDEN = 2, 8
+# Scaled-down widths (the committed test files); --full: the released ones.
+TINY = {'vgg_width': 2, 'fc': 16, 'fc2': {'vggface_4096': 16,
+                                          'vggface_2000': 10},
+        'resnet_depths': (2, 4, 8, 16), 'gru': 8}
+FULL = {'vgg_width': 64, 'fc': 4096, 'fc2': {'vggface_4096': 4096,
+                                             'vggface_2000': 2000},
+        'resnet_depths': (64, 128, 256, 512), 'gru': 128}
+SIZES = dict(TINY)
 STEP = {'affwildnet_vggface': 12000, 'affwildnet_resnet': 7000,
         'vggface_4096': 3000, 'vggface_2000': 4000}
 
@@ -108,25 +115,28 @@ def vgg_setup(image_batch, layers, batch, seq):
 
 
 def resnet_gru(image_batch, batch, seq):
-  """`affwildnet/resnet_gru.txt` with the bottleneck widths scaled down."""
-  blocks = [resnet_v1.resnet_v1_block('block1', base_depth=2, num_units=3,
+  """`affwildnet/resnet_gru.txt` (slim's resnet_v1_50 blocks, their
+  bottleneck widths SIZES['resnet_depths'])."""
+  d = SIZES['resnet_depths']
+  blocks = [resnet_v1.resnet_v1_block('block1', base_depth=d[0], num_units=3,
                                       stride=2),
-            resnet_v1.resnet_v1_block('block2', base_depth=4, num_units=4,
+            resnet_v1.resnet_v1_block('block2', base_depth=d[1], num_units=4,
                                       stride=2),
-            resnet_v1.resnet_v1_block('block3', base_depth=8, num_units=6,
+            resnet_v1.resnet_v1_block('block3', base_depth=d[2], num_units=6,
                                       stride=2),
-            resnet_v1.resnet_v1_block('block4', base_depth=16, num_units=3,
+            resnet_v1.resnet_v1_block('block4', base_depth=d[3], num_units=3,
                                       stride=1)]
+  gru_hidden = SIZES['gru']
   with slim.arg_scope(resnet_utils.resnet_arg_scope()):
     net, _ = resnet_v1.resnet_v1(image_batch, blocks, num_classes=None,
                                  is_training=False, scope='resnet_v1_50')
   with tf1.variable_scope('rnn'):
     cnn = tf.reshape(net, [batch, seq, -1])
     cell = tf1.nn.rnn_cell.MultiRNNCell(
-        [tf1.nn.rnn_cell.GRUCell(GRU_HIDDEN) for _ in range(2)])
+        [tf1.nn.rnn_cell.GRUCell(gru_hidden) for _ in range(2)])
     outputs, _ = tf1.nn.dynamic_rnn(cell, cnn, dtype=tf.float32)
-    outputs = tf.reshape(outputs, (batch * seq, GRU_HIDDEN))
-    weights = tf1.get_variable('weights_output', shape=[GRU_HIDDEN, 2])
+    outputs = tf.reshape(outputs, (batch * seq, gru_hidden))
+    weights = tf1.get_variable('weights_output', shape=[gru_hidden, 2])
     biases = tf1.get_variable('biases_output', shape=[2])
     return tf1.nn.xw_plus_b(outputs, weights, biases)
 
@@ -153,14 +163,14 @@ def random_values(variables, rng):
 
 
 def build(network, images):
-  fc2 = {'vggface_4096': 16, 'vggface_2000': 10}
+  width, fc = SIZES['vgg_width'], SIZES['fc']
   if network == 'affwildnet_vggface':
-    return vgg_setup(images, vgg_layers(VGG_WIDTH, [
-        ('linear', 16, True), ('rnn', 2, GRU_HIDDEN, 2)]), BATCH, SEQ)
+    return vgg_setup(images, vgg_layers(width, [
+        ('linear', fc, True), ('rnn', 2, SIZES['gru'], 2)]), BATCH, SEQ)
   if network == 'affwildnet_resnet':
     return resnet_gru(images, BATCH, SEQ)
-  return vgg_setup(images, vgg_layers(VGG_WIDTH, [
-      ('linear', 16, True), ('linear2', fc2[network], True),
+  return vgg_setup(images, vgg_layers(width, [
+      ('linear', fc, True), ('linear2', SIZES['fc2'][network], True),
       ('linear3', 2, False)]), BATCH, SEQ)
 
 
@@ -208,7 +218,12 @@ def write(network, frames, output, seed):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--output', default='tests/data/affwild_tf1')
+  parser.add_argument('--full', action='store_true',
+                      help='the released widths (~100-230 MB a network; '
+                      'for checking an import at full size, never commit)')
   args = parser.parse_args()
+  if args.full:
+    SIZES.update(FULL)
   tf1.disable_eager_execution()
   os.makedirs(args.output, exist_ok=True)
   rng = np.random.default_rng(35)
