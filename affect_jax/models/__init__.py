@@ -1,18 +1,21 @@
 """Networks, one module per building block, and `build(arch, **kwargs)`.
 
   resnet.py        ResNet (torchvision v1.5 bottleneck layout)
+  slim_resnet.py   ResNet-50 v1 in TF-slim's layout (released AffWildNet)
   convnet.py       ConvNet: VGG-16 / VGG-Face, AlexNet (torchvision layout),
                    CNN-M (kollias2019 Table 4)
   pooling.py       max-pools with fast gradients (same values as nn.max_pool)
   recurrent.py     LSTM (optional peepholes), GRU; torch.nn.LSTM/GRU mapping
   cnn_rnn.py       CNNRNN: trunk per frame -> [FC] -> [RNN] -> per-frame head
   torch_import.py  torchvision state dict -> Flax variables
+  tf_bundle.py     TensorFlow V2 checkpoint reader (no TensorFlow needed)
+  tf1_import.py    the released Aff-Wild TF1 checkpoints -> Flax variables
 
 Architectures (docs/models.md has every argument):
 
   '<trunk>'            an image network [N, H, W, 3] -> features (default)
                        or logits (`num_classes`): resnet50, vgg16, vgg_face,
-                       alexnet, cnn_m.
+                       alexnet, cnn_m, resnet_v1_50 (slim's layout).
   '<trunk>_frames'     CNN-only video model [B, T, H, W, 3] -> [B, T, K].
   '<trunk>_lstm'       trunk -> [FC] -> LSTM -> head (resnet50_lstm is
                        RealEyes, tzirakis2019).
@@ -39,6 +42,7 @@ from affect_jax.models.recurrent import GRU, LSTM
 from affect_jax.models.recurrent import gru_params_from_torch
 from affect_jax.models.recurrent import lstm_params_from_torch
 from affect_jax.models.resnet import ResNet
+from affect_jax.models.slim_resnet import SlimResNetV1
 from affect_jax.models.training import trainable_labels
 
 __all__ = ['ARCHS', 'CNNRNN', 'ConvNet', 'FCBlock', 'GRU', 'LSTM', 'ResNet',
@@ -57,6 +61,15 @@ def _resnet50(*, num_classes: int | None = None, width: int = 64,
   return ResNet(stage_sizes=tuple(stage_sizes), width=width,
                 num_classes=num_classes, dtype=dtype,
                 zero_init_residual=zero_init_residual, frozen_bn=frozen_bn)
+
+
+def _resnet_v1_50(*, stage_sizes: Sequence[int] = (3, 4, 6, 3),
+                  base_depths: Sequence[int] = (64, 128, 256, 512),
+                  stem_width: int = 64, dtype: Any = jnp.float32,
+                  frozen_bn: bool = False) -> nn.Module:
+  return SlimResNetV1(stage_sizes=tuple(stage_sizes),
+                      base_depths=tuple(base_depths), stem_width=stem_width,
+                      dtype=dtype, frozen_bn=frozen_bn)
 
 
 def _convnet(features_fn, classifier_fn, default_pool, *,
@@ -89,6 +102,8 @@ TRUNKS: dict[str, Callable[..., nn.Module]] = {
     'vgg_face': _vgg16,  # VGG-16 layout; its own head has 2,622 identities.
     'alexnet': _alexnet,
     'cnn_m': _cnn_m,
+    # TF-slim's resnet_v1_50 (features only), for imported TF1 weights.
+    'resnet_v1_50': _resnet_v1_50,
 }
 
 # FC layers between trunk and RNN / head when `fc_features` is not given:
@@ -96,7 +111,7 @@ TRUNKS: dict[str, Callable[..., nn.Module]] = {
 # fc 1 is 4096 (kollias2019 Table 4); tzirakis2019 feeds ResNet-50's pooled
 # features straight to the LSTM.
 FC_DEFAULTS = {'resnet50': (), 'vgg16': (4096,), 'vgg_face': (4096,),
-               'alexnet': (4096, 4096), 'cnn_m': (4096,)}
+               'alexnet': (4096, 4096), 'cnn_m': (4096,), 'resnet_v1_50': ()}
 
 
 def _call_checked(arch: str, builder: Callable, kwargs: dict[str, Any],
@@ -178,7 +193,8 @@ def _with_lstm(trunk_arch: str, *, num_outputs: int, lstm_hidden: int = 256,
 
 
 def _with_gru(trunk_arch: str, *, num_outputs: int, gru_hidden: int = 128,
-              gru_layers: int = 2, rnn_dropout: float = 0.0, unroll: int = 1,
+              gru_layers: int = 2, gru_reset_after: bool = True,
+              rnn_dropout: float = 0.0, unroll: int = 1,
               fc_features: Sequence[int] | None = None,
               fc_dropout: float = 0.5, use_landmarks: bool = False,
               dtype: Any = jnp.float32, **trunk_kwargs) -> nn.Module:
@@ -187,36 +203,44 @@ def _with_gru(trunk_arch: str, *, num_outputs: int, gru_hidden: int = 128,
   arch = f'{trunk_arch}_gru'
   _check_layers('gru_layers', gru_layers, arch)
   rnn = GRU(hidden_size=gru_hidden, num_layers=gru_layers,
-            dropout_rate=rnn_dropout, unroll=unroll, dtype=dtype)
+            dropout_rate=rnn_dropout, unroll=unroll, dtype=dtype,
+            reset_after=gru_reset_after)
   return _video(arch, trunk_arch, rnn, num_outputs=num_outputs,
                 fc_features=fc_features, fc_dropout=fc_dropout,
                 use_landmarks=use_landmarks, dtype=dtype,
                 trunk_kwargs=trunk_kwargs,
-                also=_VIDEO_ARGS + ('gru_hidden', 'gru_layers'))
+                also=_VIDEO_ARGS + ('gru_hidden', 'gru_layers',
+                                    'gru_reset_after'))
 
 
 def _affwildnet(*, num_outputs: int = 2, trunk_arch: str = 'vgg_face',
                 fc_features: Sequence[int] | None = None,
                 fc_dropout: float = 0.5, use_landmarks: bool = True,
                 gru_hidden: int = 128, gru_layers: int = 2,
+                gru_reset_after: bool = True,
                 rnn_dropout: float = 0.5, unroll: int = 1,
                 dtype: Any = jnp.float32, **trunk_kwargs) -> nn.Module:
   # kollias2019 Table 8: FC 1 has 4096 units on VGG-Face, 1500 on ResNet-50,
   # each followed by dropout (0.5, Sec. 4.2.1), as is GRU layer 1.
-  if trunk_arch not in ('vgg_face', 'vgg16', 'resnet50'):
+  # gru_reset_after=False and trunk_arch='resnet_v1_50' are the released
+  # TF1 models' GRUCell and slim ResNet (models/tf1_import.py).
+  if trunk_arch not in ('vgg_face', 'vgg16', 'resnet50', 'resnet_v1_50'):
     raise AffectJaxError(
         f"affwildnet trunk_arch={trunk_arch!r} (config model.trunk_arch); "
-        "use 'vgg_face', 'vgg16' or 'resnet50'.")
+        "use 'vgg_face', 'vgg16', 'resnet50' or 'resnet_v1_50'.")
   if fc_features is None:
-    fc_features = (1500,) if trunk_arch == 'resnet50' else (4096,)
+    fc_features = ((1500,) if trunk_arch in ('resnet50', 'resnet_v1_50')
+                   else (4096,))
   _check_layers('gru_layers', gru_layers, f'{trunk_arch}_gru')
   rnn = GRU(hidden_size=gru_hidden, num_layers=gru_layers,
-            dropout_rate=rnn_dropout, unroll=unroll, dtype=dtype)
+            dropout_rate=rnn_dropout, unroll=unroll, dtype=dtype,
+            reset_after=gru_reset_after)
   return _video('affwildnet', trunk_arch, rnn, num_outputs=num_outputs,
                 fc_features=fc_features, fc_dropout=fc_dropout,
                 use_landmarks=use_landmarks, dtype=dtype,
                 trunk_kwargs=trunk_kwargs,
-                also=_VIDEO_ARGS + ('trunk_arch', 'gru_hidden', 'gru_layers'))
+                also=_VIDEO_ARGS + ('trunk_arch', 'gru_hidden', 'gru_layers',
+                                    'gru_reset_after'))
 
 
 ARCHS: dict[str, Callable[..., nn.Module]] = dict(TRUNKS)

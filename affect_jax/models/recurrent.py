@@ -32,8 +32,20 @@ their weights import by transposing (`lstm_params_from_torch`,
 
 The LSTM's two torch biases are only ever summed, so one is kept; the GRU
 keeps both because torch's b_hn sits inside the reset gate's product.
-(TensorFlow's `LSTMCell` orders gates i, g(j), f, o and `GRUCell` z, r, n
-with a differently placed reset; converting those needs a permutation.)
+
+`GRU(reset_after=False)` is TensorFlow 1's `tf.nn.rnn_cell.GRUCell` (Keras's
+`reset_after=False`): the reset gate scales the state BEFORE the candidate's
+recurrent matmul, n = tanh(x W_in + (r * h) U_n + b_n), which no choice of
+torch-layout weights reproduces. Its parameters:
+
+    ih_l{k}/kernel [F_k, 3H]            x's part of r, z, n (gates r, z, n)
+    ih_l{k}/bias   [3H]                 TF's gates/bias [r, u] + candidate/bias
+    hh_l{k}/kernel [H, 2H]              h's part of r, z
+    hh_l{k}/candidate_kernel [H, H]     (r * h)'s part of n
+
+(TF's update gate u is z here: both give h' = z * h + (1 - z) * n.)
+`models.tf1_import` maps GRUCell's `gates/kernel` [F + H, 2H] and
+`candidate/kernel` [F + H, H] onto these rows and columns.
 """
 
 from __future__ import annotations
@@ -215,14 +227,18 @@ def _lstm_cell(peep, carry, gx, gh):
 
 
 class _GRURecurrence(nn.Module):
-  """The time loop of one GRU layer: owns W_hh^T [H, 3H] and b_hh [3H].
+  """The time loop of one GRU layer: owns W_hh^T [H, 3H] and b_hh [3H], or
+  with `reset_after=False` the r, z part [H, 2H] and the candidate's [H, H].
 
   Attributes:
     hidden_size: H.
+    reset_after: torch / cuDNN placement of the reset gate (after the
+      recurrent matmul); False: TF1 GRUCell's (before it).
     unroll: time steps per scan iteration.
     dtype: dtype of the recurrent matmul; gates and state are float32.
   """
   hidden_size: int
+  reset_after: bool = True
   unroll: int = 1
   dtype: Any = jnp.float32
 
@@ -231,11 +247,21 @@ class _GRURecurrence(nn.Module):
     """gates_x [B, T, 3H] (x W_ih^T + b_ih), valid [B, T] -> [B, T, H]."""
     h_size = self.hidden_size
     init = _torch_rnn_init(h_size)
-    kernel = jnp.asarray(self.param('kernel', init, (h_size, 3 * h_size)),
-                         self.dtype)
-    bias = self.param('bias', init, (3 * h_size,))
     zeros = jnp.zeros((gates_x.shape[0], h_size), jnp.float32)
-    hs = _recurrence(_gru_cell, bias, kernel, (zeros,), gates_x, valid,
+    if self.reset_after:
+      kernel = jnp.asarray(self.param('kernel', init, (h_size, 3 * h_size)),
+                           self.dtype)
+      cell, params = _gru_cell, self.param('bias', init, (3 * h_size,))
+    else:
+      # The recurrence's kernel is the gates' part (its gradient is the one
+      # matmul after the loop); the candidate's, applied to r * h inside
+      # the step, is a cell parameter.
+      kernel = jnp.asarray(self.param('kernel', init, (h_size, 2 * h_size)),
+                           self.dtype)
+      cell = _gru_cell_reset_before
+      params = jnp.asarray(self.param('candidate_kernel', init,
+                                      (h_size, h_size)), self.dtype)
+    hs = _recurrence(cell, params, kernel, (zeros,), gates_x, valid,
                      self.unroll)
     return hs.astype(self.dtype)
 
@@ -249,6 +275,20 @@ def _gru_cell(bias, carry, gx, gh):
   r = nn.sigmoid(xr + hr)
   z = nn.sigmoid(xz + hz)
   n = jnp.tanh(xn + r * hn)
+  h_new = (1.0 - z) * n + z * h
+  return (h_new,), h_new
+
+
+def _gru_cell_reset_before(candidate_kernel, carry, gx, gh):
+  """One TF1 GRUCell step from gx = x W_ih^T + b (r, z, n) and gh = h x
+  (h's part of r, z): the reset gate scales h before the candidate's
+  recurrent matmul."""
+  (h,) = carry
+  xr, xz, xn = jnp.split(gx, 3, axis=-1)
+  hr, hz = jnp.split(gh, 2, axis=-1)
+  r = nn.sigmoid(xr + hr)
+  z = nn.sigmoid(xz + hz)
+  n = jnp.tanh(xn + _hh(r * h, candidate_kernel))
   h_new = (1.0 - z) * n + z * h
   return (h_new,), h_new
 
@@ -330,12 +370,17 @@ class GRU(nn.Module):
       training.
     unroll: time steps per scan iteration.
     dtype: computation dtype of the matmuls; parameters and state float32.
+    reset_after: True (torch, cuDNN): n = tanh(x W_in + b_in + r * (h W_hn
+      + b_hn)); False (TensorFlow 1's GRUCell, the released AffWildNet
+      weights): n = tanh(x W_in + b_n + (r * h) U_n), no recurrent bias
+      (module docstring).
   """
   hidden_size: int
   num_layers: int = 1
   dropout_rate: float = 0.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  reset_after: bool = True
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False):
@@ -348,8 +393,9 @@ class GRU(nn.Module):
         h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
       gates_x = nn.Dense(3 * self.hidden_size, dtype=self.dtype,
                          kernel_init=init, bias_init=init, name=f'ih_l{k}')(h)
-      h = _GRURecurrence(self.hidden_size, unroll=self.unroll,
-                         dtype=self.dtype, name=f'hh_l{k}')(gates_x, valid)
+      h = _GRURecurrence(self.hidden_size, reset_after=self.reset_after,
+                         unroll=self.unroll, dtype=self.dtype,
+                         name=f'hh_l{k}')(gates_x, valid)
     return h
 
 
