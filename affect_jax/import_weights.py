@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from typing import Any
 
 from absl import app
@@ -52,6 +51,7 @@ from absl import flags
 from absl import logging
 import orbax.checkpoint as ocp
 
+from affect_jax import cli
 from affect_jax.errors import AffectJaxError
 from affect_jax.models import tf1_import
 from affect_jax.models import torch_import
@@ -192,21 +192,17 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
   source = FLAGS['from'].value
-  try:
-    needed = (('arch', 'torch_checkpoint', 'output') if source == 'torch'
-              else ('network', 'checkpoint', 'output'))
-    missing = [f'--{n}' for n in needed if not FLAGS[n].value]
-    if missing:
-      raise AffectJaxError(f'--from={source} needs {", ".join(missing)} '
-                           '(see --help).')
-    if source == 'torch':
-      import_weights(FLAGS.arch, FLAGS.torch_checkpoint, FLAGS.output)
-    else:
-      record = import_affwild_tf1(FLAGS.network, FLAGS.checkpoint,
-                                  FLAGS.output, FLAGS.margin)
-  except AffectJaxError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  needed = (('arch', 'torch_checkpoint', 'output') if source == 'torch'
+            else ('network', 'checkpoint', 'output'))
+  missing = [f'--{n}' for n in needed if not FLAGS[n].value]
+  if missing:
+    raise AffectJaxError(f'--from={source} needs {", ".join(missing)} '
+                         '(see --help).')
+  if source == 'torch':
+    import_weights(FLAGS.arch, FLAGS.torch_checkpoint, FLAGS.output)
+  else:
+    record = import_affwild_tf1(FLAGS.network, FLAGS.checkpoint,
+                                FLAGS.output, FLAGS.margin)
   if source == 'torch':
     print(f'Wrote the {FLAGS.arch} trunk to {FLAGS.output}; use it with '
           f"init_from='{FLAGS.output}', init_keep='trunk'.")
@@ -242,4 +238,4 @@ def define_flags() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)
