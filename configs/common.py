@@ -237,6 +237,79 @@ _MESH_KEYS = {'data', 'model', 'min_sharded_size'}
 _DATASET_DEFAULT_KEYS = set(dataset_defaults().keys())
 
 
+# Keys that by design change no value a stage computes, with the reason:
+# dotted paths as `key_paths` names them ('<kind>.KEY' is that key in a stage
+# section of that kind; '*' any dataset name). Every other key of the schema
+# must change what its stage computes (the first batches, the parameter
+# tree, the optimizer update, the loss, the evaluation output or the files
+# written): tests/test_key_reach.py checks both, key by key.
+INERT = {
+    'name': 'the experiment\'s label: plot titles and the run record only',
+    'input.num_threads': 'loader threads: the same batches in the same '
+                         'order, by design (each batch is a function of its '
+                         'step)',
+    'input.prefetch_batches': 'how many batches the loader reads ahead: the '
+                              'same batches',
+    'input.num_workers': 'loader processes: the same batches (each batch is '
+                         'a function of its step)',
+    'input.device_prefetch': 'batches copied to the devices ahead of their '
+                             'step: the same batches and steps',
+    'mesh.data': 'how the batch is split over devices: the same values on '
+                 'any mesh (tests/test_distributed.py)',
+    'mesh.model': 'how large kernels are split over devices: the same '
+                  'values (tests/test_distributed.py)',
+    'mesh.min_sharded_size': 'which kernels a model axis splits: the same '
+                             'values',
+    # config.model: the network's arguments (affect_jax.models.build).
+    'model.unroll': 'RNN time steps one loop iteration runs: speed only, '
+                    'the same values',
+    'train.dataset.test_split': 'a train stage reads train_split and '
+                                'eval_split; the test stage names its splits',
+    'test.dataset.train_split': 'a test stage scores its `splits`',
+    'test.dataset.eval_split': 'a test stage scores its `splits`',
+    'test.dataset.test_split': 'a test stage scores its `splits` (set '
+                               'splits=..., not dataset.test_split)',
+    'cv.train.dataset.eval_split': 'each fold validates on the next fold',
+    'cv.train.dataset.test_split': 'each fold is tested on its own fold',
+    'cross_test.datasets.*.train_split': 'cross_test scores each dataset\'s '
+                                         'test_split',
+    'cross_test.datasets.*.eval_split': 'cross_test scores each dataset\'s '
+                                        'test_split',
+}
+
+
+def key_paths() -> list[str]:
+  """Every key of the schema as a dotted path (the names `INERT` uses).
+
+  'KEY' (top level), 'input.KEY', 'mesh.KEY', 'dataset.KEY' (what every
+  stage inherits), '<kind>.KEY' (a stage section of that kind),
+  '<kind>.dataset.KEY', 'cv.train.KEY', 'cv.train.dataset.KEY' and
+  'cross_test.datasets.*.KEY'. Sections are listed by their keys, and
+  `config.model` not at all: its keys are the arguments of the network
+  (`affect_jax.models.build`).
+  """
+  sections = {'model', 'input', 'mesh', 'dataset'}
+  out = sorted(_TOP_KEYS - sections)
+  for prefix, keys in (('input', _INPUT_KEYS), ('mesh', _MESH_KEYS),
+                       ('dataset', _DATASET_DEFAULT_KEYS)):
+    out += [f'{prefix}.{k}' for k in sorted(keys)]
+
+  def section(prefix, keys):
+    for k in sorted(keys):
+      if k == 'dataset':
+        out.extend(f'{prefix}.dataset.{d}' for d in sorted(_DATASET_KEYS))
+      elif k == 'datasets':
+        out.extend(f'{prefix}.datasets.*.{d}' for d in sorted(_DATASET_KEYS))
+      elif k == 'train' and prefix == 'cv':
+        section('cv.train', _SECTION_KEYS['train'])
+      else:
+        out.append(f'{prefix}.{k}')
+
+  for kind in sorted(_SECTION_KEYS):
+    section(kind, _SECTION_KEYS[kind])
+  return out
+
+
 class ConfigError(ValueError):
   """A config key that is not in the schema (a typo, or a wrong section)."""
 
@@ -289,6 +362,11 @@ def validate(config) -> None:
     if kind == 'cv':
       _unknown(f'config.{name}.train (a train section)',
                config[name].train.keys(), _SECTION_KEYS['train'])
+      if config[name].train.get('kind', 'train') != 'train':
+        raise ConfigError(
+            f'config.{name}.train.kind={config[name].train.kind!r}: the '
+            "section a cv stage trains each fold with is a train section; "
+            "set kind='train' (or leave it out).")
       _unknown(f'config.{name}.train.dataset',
                config[name].train.dataset.keys(), _DATASET_KEYS)
     if kind == 'cross_test':

@@ -279,6 +279,12 @@ def build(arch: str, **kwargs) -> nn.Module:
   if arch not in TRUNKS and 'num_classes' in kwargs:
     raise AffectJaxError(
         f'Model arch {arch!r} takes num_outputs, not num_classes.')
+  if 'trunk_arch' in kwargs and arch != 'affwildnet':
+    # The other video models name their trunk in the arch itself.
+    raise AffectJaxError(
+        f'Model arch {arch!r} takes no trunk_arch (config model.trunk_arch): '
+        "only 'affwildnet' does; the others name their trunk in the arch "
+        "(e.g. 'resnet50_lstm'). Remove model.trunk_arch.")
   remat = kwargs.pop('remat', False)
   if remat and arch in TRUNKS:
     raise AffectJaxError(
