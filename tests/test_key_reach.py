@@ -32,6 +32,7 @@ what the probe needs, so most probes cost no compilation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -427,14 +428,22 @@ def observe_train(config, workdir: str, what: str, data: str = ''):
       raise _Enough
     return state, m
 
-  with mock.patch.object(train.Stage, 'put', put), \
-      mock.patch.object(train.Stage, 'create_state', create_state), \
-      mock.patch.object(train.Stage, 'train_step', train_step):
+  _run_until(config, workdir,
+             mock.patch.object(train.Stage, 'put', put),
+             mock.patch.object(train.Stage, 'create_state', create_state),
+             mock.patch.object(train.Stage, 'train_step', train_step))
+  return seen[what]
+
+
+def _run_until(config, workdir: str, *spies) -> None:
+  """experiment.run with the spies installed, until one has seen enough."""
+  with contextlib.ExitStack() as stack:
+    for spy in spies:
+      stack.enter_context(spy)
     try:
       experiment.run(config, workdir)
     except _Enough:
       pass
-  return seen[what]
 
 
 def observe_section(config, workdir: str) -> dict[str, Any]:
@@ -453,11 +462,7 @@ def observe_section(config, workdir: str) -> dict[str, Any]:
         seen['folds'] = f.read()
     raise _Enough
 
-  with mock.patch.object(train, 'train', spy):
-    try:
-      experiment.run(config, workdir)
-    except _Enough:
-      pass
+  _run_until(config, workdir, mock.patch.object(train, 'train', spy))
   return seen
 
 
@@ -469,11 +474,7 @@ def observe_first_fold(config, workdir: str) -> dict[str, Any]:
     real(*args, **kwargs)
     raise _Enough
 
-  with mock.patch.object(evaluate, 'score_split', spy):
-    try:
-      experiment.run(config, workdir)
-    except _Enough:
-      pass
+  _run_until(config, workdir, mock.patch.object(evaluate, 'score_split', spy))
   return written(workdir, {name: {} for name in common.stage_names(config)})
 
 
