@@ -24,6 +24,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
+from affect_jax import abaw
 from affect_jax import features as F
 from affect_jax import input_pipeline
 from affect_jax.errors import AffectJaxError
@@ -144,11 +145,24 @@ def _init_fits(config, cfg, task, split, source: str, key: str) -> None:
 
 
 def _test(config, cfg, name, earlier, workdir):
-  del config
   _source(cfg.checkpoint_from, f'config.{name}.checkpoint_from', earlier,
           workdir, required=True, checkpoint=True)
   _splits(cfg.dataset, _names(cfg.splits), f'config.{name}.dataset',
           f'config.{name}.splits')
+  protocol = cfg.get('protocol', '')
+  if protocol not in abaw.PROTOCOLS:
+    raise AffectJaxError(f'config.{name}.protocol={protocol!r}; use one of '
+                         f'{", ".join(map(repr, abaw.PROTOCOLS))}.')
+  src = cfg.checkpoint_from
+  if protocol and src.startswith('stage:') and src[6:] in config:
+    task = config[src[6:]].get('task')
+    if task not in (None, 'va', 'expression'):
+      raise AffectJaxError(
+          f"config.{name}.protocol='abaw' needs a 'va' or 'expression' "
+          f'model; {src} trains task {task!r}.')
+    if task == 'expression':  # The model's classes are the dataset's.
+      split = input_pipeline.load_split(cfg.dataset, _names(cfg.splits)[0])
+      abaw.check(task, split.emotion_names, f'config.{name}.protocol')
 
 
 def _postprocess(config, cfg, name, earlier, workdir):
