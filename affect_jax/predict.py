@@ -5,6 +5,7 @@
       [--predict_without_face] [--fill_missing=none|linear|hold] \
       [--smooth=SECONDS] [--postprocess] \
       [--detect_every=N [--track=hold|correlation]] [--detect_max_side=N]
+      [--workers=N] [--retry_failed] [--serial]
 
 --model: a training workdir (its last stage's best checkpoint), a stage or
   checkpoint folder, or a folder written by `python -m affect_jax.export`.
@@ -12,7 +13,10 @@
   constant or variable frame rate, rotation metadata honoured), an image
   (jpg, png, ...), or a FOLDER of them: then --output (and --plot,
   --overlay) are folders and each file gets `<output>/<file stem>.csv` (and
-  `.png`, `.mp4`).
+  `.png`, `.mp4`); or `@LIST`, a file naming one input a line. A folder or
+  list is predicted by `affect_jax.predict_folder`: --workers processes,
+  resumable (what is done is recorded in `<output>/predict_log.jsonl`), a
+  line per file and a table of the failures.
 
 The CSV has one row per decoded frame, in order: frame, time_s (the frame's
 presentation time), has_face, the face box x0, y0, x1, y1 in pixels of the
@@ -63,9 +67,11 @@ windows of its training length overlapping by half; each frame takes the
 prediction of the window in which it is most central. An image is predicted
 as a still video of one window of repeats and gives one row (one per face
 with --all_faces; the last frame of the window: the one that has seen the
-whole window). Memory stays bounded (about window + batch_size x window / 2
-frames per face being tracked) whatever the video's length; the rows (a few
-numbers each) are kept until the end, for the whole-video options.
+whole window). Decoding, face finding and the model run as a pipeline of
+threads (`prefetch`; --serial: one after the other, the same CSV). Memory
+stays bounded (about window + batch_size x window / 2 frames per face being
+tracked) whatever the video's length; the rows (8 x (8 + K) bytes each) are
+kept until the end, for the whole-video options.
 
 Errors (a missing or unreadable file, a truncated video, a folder without a
 model) are one `error: ...` line and exit status 2. A truncated or corrupt

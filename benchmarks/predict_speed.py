@@ -206,11 +206,25 @@ def main():
                  help='Also time the serial path (--serial) of the whole.')
   p.add_argument('--detect_every', type=int, default=None)
   p.add_argument('--detect_max_side', type=int, default=None)
+  # The earlier interface (docs/predict.md, "Speed and memory"): one model,
+  # one length in seconds.
+  p.add_argument('--model', choices=('quick', 'full'), default=None,
+                 help='Earlier form of --models (full: paper).')
+  p.add_argument('--seconds', type=float, default=None,
+                 help='Earlier form of --minutes: one length in seconds.')
+  p.add_argument('--batch_size', type=int, default=None,
+                 help='Earlier form of --batch_sizes.')
   p.add_argument('--_whole', help=argparse.SUPPRESS)
   args = p.parse_args()
   if args._whole:  # pylint: disable=protected-access
     _whole_child(args._whole)  # pylint: disable=protected-access
     return
+  if args.model:
+    args.models = {'quick': 'quick', 'full': 'paper'}[args.model]
+  if args.seconds:
+    args.minutes = str(args.seconds / 60)
+  if args.batch_size:
+    args.batch_sizes = str(args.batch_size)
   from affect_jax import predict
   models = [m for m in args.models.split(',') if m]
   bad = [m for m in models if m not in MODELS]
