@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.table import print_table
 
 MODELS = ('quick', 'affwild_vgg', 'affwild_resnet', 'paper')
@@ -106,15 +107,8 @@ def make_video(path: str, seconds: float, fps: float,
 
 
 def machine() -> str:
-  cpu = ''
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((l.split(':', 1)[1].strip() for l in f
-                  if l.startswith('model name')), '')
-  except OSError:
-    pass
   load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
-  return f'{cpu or "unknown CPU"}, {os.cpu_count()} cores, load {load}'
+  return f'{harness.cpu_model()}, {os.cpu_count()} cores, load {load}'
 
 
 def time_decode(path: str) -> float:
@@ -192,7 +186,7 @@ def _whole_child(args: str) -> None:
                     'fps': r.frames / dt, 'faces': r.face_fraction}))
 
 
-def main():
+def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--models', default=','.join(MODELS))
   p.add_argument('--minutes', default='1', help='Video lengths, e.g. 1,10,60.')
@@ -214,8 +208,9 @@ def main():
                  help='Earlier form of --minutes: one length in seconds.')
   p.add_argument('--batch_size', type=int, default=None,
                  help='Earlier form of --batch_sizes.')
+  p.add_argument('--json', default=None, help='Also write the rows here.')
   p.add_argument('--_whole', help=argparse.SUPPRESS)
-  args = p.parse_args()
+  args = p.parse_args(argv)
   if args._whole:  # pylint: disable=protected-access
     _whole_child(args._whole)  # pylint: disable=protected-access
     return
@@ -275,9 +270,12 @@ def main():
   opts = ' '.join(f'--{k}={v}' for k, v in face_options.items() if v)
   print(f'{w}x{h} {args.fps:g} fps; {machine()}'
         + (f'; {opts}' if opts else ''))
-  print_table(['model', 'batch', 'min', 'decode', 'faces', 'model', 'whole',
-               'serial', 'slowest', 'ratio', 'peak RSS MiB', 'has_face'],
-              rows)
+  headers = ['model', 'batch', 'min', 'decode', 'faces', 'model', 'whole',
+             'serial', 'slowest', 'ratio', 'peak RSS MiB', 'has_face']
+  print_table(headers, rows)
+  harness.write_json(args.json, {
+      'video': {'size': [w, h], 'fps': args.fps, **face_options},
+      'rows': [dict(zip(headers, r)) for r in rows]})
 
 
 if __name__ == '__main__':

@@ -17,9 +17,8 @@ from affect_jax import predict
 from affect_jax import predict_folder
 from affect_jax.errors import AffectJaxError
 from tests.test_predict import _face_frames
-from tests.test_predict import FACE_DATA
-from tests.test_predict import save_untrained_model
 from tests.test_predict import two_faces  # pylint: disable=unused-import
+from tests.test_predict import va_model  # pylint: disable=unused-import
 from tfds_builders import core
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,9 +27,8 @@ BROKEN = ('c_notes.mp4', 'x_cut.mp4')  # Not a video; truncated.
 
 
 @pytest.fixture(scope='module')
-def model(tmp_path_factory):
-  return save_untrained_model(tmp_path_factory.mktemp('run'), 'va',
-                              ('arousal', 'valence'), FACE_DATA)
+def model(va_model):
+  return va_model
 
 
 @pytest.fixture(scope='module')
