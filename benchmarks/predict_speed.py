@@ -244,7 +244,8 @@ def main(argv=None):
     for kind in models:
       model = make_model(kind, os.path.join(root, kind))
       for b in batches:
-        runner = predict.Runner(model, b, **face_options)
+        runner = (predict.Runner(model, b, **face_options)
+                  if stages & {'faces', 'model'} else None)
         faces = (time_faces(runner, videos[minutes[0]], args.faces_frames)
                  if 'faces' in stages else None)
         net = (time_model(runner, args.model_seconds) if 'model' in stages
