@@ -5,7 +5,10 @@ metrics of its test stage (the task's headline metrics), the post-processed
 ones where a postprocess stage ran, the best validation value and the epochs
 to the best validation checkpoint of the train stage that was tested. Runs of
 the same config name (e.g. several seeds of one Table-5 initialisation) are
-also summarised as mean ± std (`--no-group` to list runs only).
+also summarised as mean ± sample std (ddof 1) over their finished runs
+(`--no-group` to list runs only). A run whose stages did not all finish
+(no `DONE.json`: failed, interrupted or still running) is listed with its
+status and left out of the groups and their `runs` count.
 
   python -m affect_jax.compare /tmp/t5/random_s* /tmp/t5/realeyes_s* \
       [--markdown] [--output=table.md]
@@ -43,6 +46,10 @@ def run_row(workdir: str) -> dict[str, Any]:
   row: dict[str, Any] = {'run': os.path.basename(os.path.normpath(workdir)),
                          'name': config.get('name') or '?',
                          'seed': config.get('seed')}
+  unfinished = [n for n in stages
+                if not os.path.exists(os.path.join(workdir, n, 'DONE.json'))]
+  row['status'] = (f'unfinished: {", ".join(unfinished)}' if unfinished
+                   else 'finished')
   tested = None
   for name in stages:
     section = config.get(name) or {}
@@ -98,28 +105,39 @@ def _fmt(v, digits=3) -> str:
 
 
 def table(rows: list[dict[str, Any]], group: bool = True) -> str:
-  """A Markdown table of the runs, then one of the groups (mean ± std)."""
+  """A Markdown table of the runs, then one of the groups (mean ± std).
+
+  The groups hold finished runs only; std is the sample std (ddof 1), '–'
+  for a group of one.
+  """
   cols = _columns(rows)
-  lines = ['| run | config | seed | ' + ' | '.join(cols) + ' |',
-           '|---|---|---|' + '---|' * len(cols)]
+  status = any(r.get('status', 'finished') != 'finished' for r in rows)
+  head = '| run | config | seed | ' + ('status | ' if status else '')
+  lines = [head + ' | '.join(cols) + ' |',
+           '|---|---|---|' + ('---|' if status else '') + '---|' * len(cols)]
   for r in rows:
     lines.append(f'| {r["run"]} | {r["name"]} | {_fmt(r["seed"])} | ' +
+                 (f'{r.get("status")} | ' if status else '') +
                  ' | '.join(_fmt(r.get(c), 1 if c == 'best_epoch' else 3)
                             for c in cols) + ' |')
-  names = list(dict.fromkeys(r['name'] for r in rows))
-  if group and len(names) < len(rows):
+  done = [r for r in rows if r.get('status', 'finished') == 'finished']
+  names = list(dict.fromkeys(r['name'] for r in done))
+  if group and len(names) < len(done):
     lines += ['', '| config | runs | ' + ' | '.join(cols) + ' |',
               '|---|---|' + '---|' * len(cols)]
     for n in names:
-      members = [r for r in rows if r['name'] == n]
+      members = [r for r in done if r['name'] == n]
       cells = []
       for c in cols:
         v = np.array([r[c] for r in members if r.get(c) is not None],
                      np.float64)
         d = 1 if c == 'best_epoch' else 3
-        cells.append('–' if v.size == 0 else
-                     f'{v.mean():.{d}f} ± {v.std():.{d}f}')
+        cells.append('–' if v.size == 0 else f'{v.mean():.{d}f}' + (
+            f' ± {v.std(ddof=1):.{d}f}' if v.size > 1 else ''))
       lines.append(f'| {n} | {len(members)} | ' + ' | '.join(cells) + ' |')
+    left = len(rows) - len(done)
+    if left:
+      lines += ['', f'({left} unfinished run(s) left out of the groups.)']
   return '\n'.join(lines) + '\n'
 
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from affect_jax import abaw
 from affect_jax import inference
 from affect_jax import input_pipeline
 from affect_jax import metrics
@@ -49,15 +50,15 @@ def test_stage(ctx) -> dict[str, Any]:
     split = input_pipeline.load_split(cfg.dataset, split_name)
     per_split[split_name] = score_split(
         predictor, split, config, workdir, split_name, plots_=cfg.plots,
-        aggregate=cfg.get('aggregate', ''))
+        aggregate=cfg.get('aggregate', ''), protocol=cfg.get('protocol', ''))
   return write_results(workdir, per_split, task, names,
                        f'(checkpoint step {predictor.meta["step"]})')
 
 
 def score_split(predictor: inference.Predictor,
                 split: input_pipeline.SplitData, config, workdir: str,
-                label: str, plots_: bool = True, aggregate: str = ''
-                ) -> dict[str, Any]:
+                label: str, plots_: bool = True, aggregate: str = '',
+                protocol: str = '') -> dict[str, Any]:
   """One split scored by a model: metrics, prediction CSVs and plots.
 
   Args:
@@ -70,6 +71,8 @@ def score_split(predictor: inference.Predictor,
     aggregate: '' or 'clip': also score one class per clip
       (`metrics.aggregate_clips`; `clip_*` metrics, a clip CSV and a clip
       confusion plot).
+    protocol: '' or 'abaw': also the challenge's `abaw_score`
+      (affect_jax.abaw).
   """
   task, names = predictor.task, predictor.output_names
   task.check_dataset(split, len(names))
@@ -79,11 +82,14 @@ def score_split(predictor: inference.Predictor,
   if aggregate and task.needs != 'classes':
     raise AffectJaxError(f'aggregate={aggregate!r} needs a class task; the '
                          f'model\'s task is {task.name!r}.')
+  check_protocol(protocol, task.name, names)
   acc = task.accumulator()
   table = inference.collect(
       predictor.predict_split(split, config.batch_size, config.input), acc)
   results = task.result(acc, names)
   results.update(split=split.name, checkpoint_step=predictor.meta['step'])
+  if protocol == 'abaw':
+    results.update(abaw.scores(task.name, results))
   clips = None
   if aggregate:
     clips = metrics.aggregate_clips(table.video_id, table.outputs,
@@ -109,6 +115,16 @@ def score_split(predictor: inference.Predictor,
             os.path.join(workdir, 'plots', f'{label}_clip_confusion.png'),
             f'{title} per clip')
   return results
+
+
+def check_protocol(protocol: str, task_name: str,
+                   output_names: Sequence[str]) -> None:
+  """Raises unless `protocol` (config <stage>.protocol) fits the model."""
+  if protocol not in abaw.PROTOCOLS:
+    raise AffectJaxError(f'protocol={protocol!r} (config <stage>.protocol); '
+                         f"use '' or 'abaw'.")
+  if protocol == 'abaw':
+    abaw.check(task_name, output_names, 'config <stage>.protocol')
 
 
 def write_results(workdir: str, per_split: dict[str, dict[str, Any]],
@@ -243,6 +259,9 @@ def markdown_table(per_split: dict[str, dict[str, Any]], task: tasks_lib.Task,
   lines.append('')
   for key in task.summary_keys:
     lines.append(f'- {key}: {cell(key)}')
+  if 'abaw_score' in per_split[main]:
+    lines.append(f'- abaw_score: {cell("abaw_score")} '
+                 f'({per_split[main]["abaw_protocol"]})')
   if 'clip_accuracy' in per_split[main]:
     lines.append(f'- clip_accuracy: {cell("clip_accuracy")} '
                  f'({per_split[main].get("clip_num_clips")} clips)')
@@ -259,8 +278,8 @@ def format_table(results: dict[str, Any], task: tasks_lib.Task,
   for name, _ in task.columns(output_names):
     lines.append(f'{name:12s}' + ''.join(
         f'{results.get(f"{m}_{name}", np.nan):9.3f}' for m in metric_names))
-  keys = list(task.summary_keys) + (['clip_accuracy']
-                                    if 'clip_accuracy' in results else [])
+  keys = list(task.summary_keys) + [k for k in ('clip_accuracy', 'abaw_score')
+                                    if k in results]
   lines.append('  '.join(f'{k} {results.get(k, np.nan):.3f}' for k in keys))
   return '\n'.join(lines)
 

@@ -42,3 +42,7 @@ HAS_FACE = 'has_face'  # float32 [B, T]; 1 where the builder found a face.
 REALEYES_EMOTIONS = ('neutral', 'happy', 'surprise', 'disgust', 'contempt',
                      'confusion', 'empathy', 'other')
 NUM_LANDMARKS = 68
+# Aff-Wild2's EXPR classes in label order (the 8-class annotation header; the
+# first 7 are the older 7-class sets'); ABAW scores macro F1 over all 8.
+ABAW_EXPR_CLASSES = ('Neutral', 'Anger', 'Disgust', 'Fear', 'Happiness',
+                     'Sadness', 'Surprise', 'Other')

@@ -705,6 +705,15 @@ def process_batches(ds: grain.MapDataset, batch_size: int,
   return ds.batch(local, drop_remainder=True)[index::count]
 
 
+def check_sampler(sampler: str, sampler_targets='') -> None:
+  """Raises for an unknown sampler or malformed sampler_targets."""
+  if sampler not in samplers.SAMPLERS:
+    raise AffectJaxError(f'Unknown sampler {sampler!r} (config '
+                         f'<stage>.sampler); use one of {samplers.SAMPLERS}.')
+  if sampler_targets:
+    samplers.parse_targets(sampler_targets)
+
+
 def train_windows(split: SplitData, input_cfg, rare_repeats: int = 1,
                   sampler: str = 'shuffle', sampler_targets='',
                   seed: int = 0) -> np.ndarray:
@@ -713,9 +722,7 @@ def train_windows(split: SplitData, input_cfg, rare_repeats: int = 1,
   `rare_repeats` (tzirakis2019) and `sampler='va_quadrants'` (kollias2019)
   change which windows an epoch holds; see `affect_jax.samplers`.
   """
-  if sampler not in samplers.SAMPLERS:
-    raise AffectJaxError(f'Unknown sampler {sampler!r} (config '
-                         f'<stage>.sampler); use one of {samplers.SAMPLERS}.')
+  check_sampler(sampler, sampler_targets)
   windows = make_windows(split.lengths, input_cfg.window,
                          input_cfg.train_stride)
   windows = rare_window_repeats(split, windows, rare_repeats)

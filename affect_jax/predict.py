@@ -5,6 +5,7 @@
       [--predict_without_face] [--fill_missing=none|linear|hold] \
       [--smooth=SECONDS] [--postprocess] \
       [--detect_every=N [--track=hold|correlation]] [--detect_max_side=N]
+      [--workers=N] [--retry_failed] [--serial]
 
 --model: a training workdir (its last stage's best checkpoint), a stage or
   checkpoint folder, or a folder written by `python -m affect_jax.export`.
@@ -12,7 +13,10 @@
   constant or variable frame rate, rotation metadata honoured), an image
   (jpg, png, ...), or a FOLDER of them: then --output (and --plot,
   --overlay) are folders and each file gets `<output>/<file stem>.csv` (and
-  `.png`, `.mp4`).
+  `.png`, `.mp4`); or `@LIST`, a file naming one input a line. A folder or
+  list is predicted by `affect_jax.predict_folder`: --workers processes,
+  resumable (what is done is recorded in `<output>/predict_log.jsonl`), a
+  line per file and a table of the failures.
 
 The CSV has one row per decoded frame, in order: frame, time_s (the frame's
 presentation time), has_face, the face box x0, y0, x1, y1 in pixels of the
@@ -63,9 +67,11 @@ windows of its training length overlapping by half; each frame takes the
 prediction of the window in which it is most central. An image is predicted
 as a still video of one window of repeats and gives one row (one per face
 with --all_faces; the last frame of the window: the one that has seen the
-whole window). Memory stays bounded (about window + batch_size x window / 2
-frames per face being tracked) whatever the video's length; the rows (a few
-numbers each) are kept until the end, for the whole-video options.
+whole window). Decoding, face finding and the model run as a pipeline of
+threads (`prefetch`; --serial: one after the other, the same CSV). Memory
+stays bounded (about window + batch_size x window / 2 frames per face being
+tracked) whatever the video's length; the rows (8 x (8 + K) bytes each) are
+kept until the end, for the whole-video options.
 
 Errors (a missing or unreadable file, a truncated video, a folder without a
 model) are one `error: ...` line and exit status 2. A truncated or corrupt
@@ -78,7 +84,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -433,6 +441,96 @@ def predict_image(logits_fn, frame: ModelFrame, window: int,
                      image_size)[0][-1]
 
 
+_END = object()
+
+
+def prefetch(items: Iterable[Any], depth: int, name: str) -> Iterator[Any]:
+  """`items`, computed ahead in a thread of their own, at most `depth` waiting.
+
+  One stage of the prediction pipeline (decoding, face finding, the model):
+  each runs concurrently with the next, which takes its items in order, so
+  the output is the serial one's, item for item, and the whole goes at the
+  pace of its slowest stage. PyAV's decoding, dlib, the JPEG round trip and
+  XLA release the GIL (benchmarks/predict_speed.py measures each stage).
+  The producer's exception is raised here where its item would have come;
+  closing this iterator (the consumer stopped or raised) stops the producer.
+  """
+  items = iter(items)
+  q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+  stop = threading.Event()
+
+  def put(x) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(x, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def produce():
+    try:
+      for x in items:
+        if not put((x, None)):
+          return
+      put((_END, None))
+    except BaseException as e:  # pylint: disable=broad-except
+      put((_END, e))  # Raised in the consumer.
+    finally:
+      close = getattr(items, 'close', None)
+      if close:  # An upstream stage's generator, in this thread.
+        close()
+
+  thread = threading.Thread(target=produce, name=name, daemon=True)
+  thread.start()
+  try:
+    while True:
+      try:
+        x, err = q.get(timeout=0.1)
+      except queue.Empty:
+        if thread.is_alive() or not q.empty():
+          continue
+        return  # Stopped from outside (an upstream stage closed).
+      if x is _END:
+        if err is not None:
+          raise err
+        return
+      yield x
+  finally:
+    stop.set()
+    thread.join()
+
+
+class _Rows:
+  """A file's rows as they come, in compact float64 chunks.
+
+  Columns: frame, time, face (-1: none), has_face, the box (NaN: none), the
+  K outputs (NaN: none): 8 x (8 + K) bytes a row, about 7 MB an hour of
+  25 fps video for a VA model, instead of Python objects.
+  """
+
+  def __init__(self, k: int, chunk: int = 4096):
+    self._k, self._size = k, chunk
+    self._chunks: list[np.ndarray] = []
+    self._n = 0  # Rows in the last chunk.
+
+  def add(self, frame: int, time_s: float, face: int, has_face: bool,
+          box, outputs) -> None:
+    if not self._chunks or self._n == self._size:
+      self._chunks.append(np.empty((self._size, 8 + self._k), np.float64))
+      self._n = 0
+    row = self._chunks[-1][self._n]
+    row[:4] = frame, time_s, face, has_face
+    row[4:8] = box if box is not None else np.nan
+    row[8:] = outputs if outputs is not None else np.nan
+    self._n += 1
+
+  def array(self) -> np.ndarray:
+    if not self._chunks:
+      return np.zeros((0, 8 + self._k))
+    return np.concatenate(self._chunks[:-1] + [self._chunks[-1][:self._n]])
+
+
 def _fmt(v) -> str:
   if v is None:
     return ''
@@ -492,6 +590,8 @@ class Result:
   box: np.ndarray | None = None  # [rows, 4] x0, y0, x1, y1; NaN: none.
   synthetic: bool = False  # The model was trained on the synthetic renders.
   overlay: str | None = None  # The --overlay file written.
+  frames: int = 0  # Frames decoded (rows: one per face with --all_faces).
+  face_fraction: float = 0.0  # Of the frames, those with a face found.
 
 
 FILL_MISSING = ('none', 'linear', 'hold')
@@ -636,10 +736,13 @@ class Runner:
   def __init__(self, model: str, batch_size: int = 2,
                predict_without_face: bool = False, fill: str = 'none',
                smooth: float = 0.0, postprocess: bool = False,
-               **face_options):
+               serial: bool = False, **face_options):
     """`face_options`: `Preprocess`'s detect_every, track, detect_max_side.
 
     Args:
+      serial: decode, find faces and run the model one after the other in
+        this thread (--serial) instead of as a pipeline of threads
+        (`prefetch`); the same CSV either way, byte for byte.
       predict_without_face: frames where no face was found get the model's
         prediction too (of the whole frame, or of the last box while the
         tracker bridges a gap), has_face=0; by default they are empty.
@@ -662,6 +765,10 @@ class Runner:
     d = jax.device_count()
     self.batch_size = max(1, -(-int(batch_size) // d)) * d
     self.columns = self.predictor.task.columns(self.predictor.output_names)
+    self.serial = serial
+    # Crops at the model's size waiting for it: one batch's new frames, so
+    # face finding goes on while the model runs a batch.
+    self._ahead = max(8, self.batch_size * max(1, self.window // 2))
     self.predict_without_face = predict_without_face
     self.fill, self.smooth = fill, float(smooth)
     self.chain, self.chain_fps = None, None
@@ -684,16 +791,24 @@ class Runner:
             'start\'s dataset); train on a licensed dataset for real '
             'predictions.', file=sys.stderr, flush=True)
 
+  def _stage(self, items: Iterable[Any], depth: int, name: str
+             ) -> Iterable[Any]:
+    """`items` as a pipeline stage of its own (`prefetch`), unless serial."""
+    return items if self.serial else prefetch(items, depth, name)
+
   def _outputs(self, logits: np.ndarray) -> np.ndarray:
     act = np.asarray(self.predictor.task.activation(logits[None]))[0]
     return np.array([act[k] for _, k in self.columns], np.float64)
 
-  def predict_file(self, path: str, output: str, progress: bool = True,
+  def predict_file(self, path: str, output: str,
+                   progress: bool | Callable[[int, int | None], None] = True,
                    all_faces: bool = False,
                    overlay: str | None = None) -> Result:
     """Predicts one video or image into the CSV `output`.
 
     Args:
+      progress: True: a progress line on stderr; a function: called with
+        (frames done, frames the header declares or None) as they are done.
       all_faces: one row per face found in each frame, with a `face` id
         tracked across frames, instead of the largest face's one row.
       overlay: also write the video (an image: the image) with each face's
@@ -715,6 +830,7 @@ class Runner:
     is_image = path.lower().endswith(IMAGE_EXTENSIONS)
     if overlay:
       overlay_lib.check_path(overlay, is_image)
+    start = time.perf_counter()
     broken: list[AffectJaxError] = []
     if is_image:
       images = iter([(0, 0.0, video.read_image(path))])
@@ -729,39 +845,47 @@ class Runner:
         except AffectJaxError as e:
           broken.append(e)
 
-      images = decoded()
+      # Full-size frames: a few decoded ahead.
+      images = self._stage(decoded(), 4, 'decode')
     predicted = (self._all_faces if all_faces else self._largest_face)(
         images, is_image)
-    bar = Progress(os.path.basename(path), total) if progress else None
+    bar = Progress(os.path.basename(path), total) if progress is True else None
     # A few numbers per row (not frames): the whole-video options need them.
-    index_, times, face_ids, found, boxes, outs = [], [], [], [], [], []
-    frames, last = 0, (0, 0.0)
-    for index, time_s, faces in predicted:
-      # A frame without a face is one row with empty predictions.
-      for face_id, has_face, box, logits in faces or [(None, False, None,
-                                                       None)]:
-        index_.append(index)
-        times.append(time_s)
-        face_ids.append(-1 if face_id is None else face_id)
-        found.append(has_face)
-        boxes.append(box or (np.nan,) * 4)
-        outs.append(self._outputs(logits) if logits is not None else
-                    np.full(len(names), np.nan))
-      frames, last = frames + 1, (index, time_s)
-      if bar:
-        bar.update(frames)
+    rows = _Rows(len(names))
+    frames, last, with_face = 0, (0, 0.0), 0
+    try:
+      for index, time_s, faces in predicted:
+        # A frame without a face is one row with empty predictions.
+        for face_id, has_face, box, logits in faces or [(None, False, None,
+                                                         None)]:
+          rows.add(index, time_s, -1 if face_id is None else face_id,
+                   has_face, box,
+                   self._outputs(logits) if logits is not None else None)
+        with_face += any(has for _, has, _, _ in faces)
+        frames, last = frames + 1, (index, time_s)
+        if bar:
+          bar.update(frames)
+        elif progress:
+          progress(frames, total)
+    finally:  # The pipeline's threads stop here, the last stage first.
+      predicted.close()
+      getattr(images, 'close', lambda: None)()
     if broken and not frames:
       raise broken[0]
-    fps = bar.done() if bar else 0.0
-    n = len(times)
+    fps = bar.done() if bar else frames / max(time.perf_counter() - start,
+                                               1e-9)
+    table = rows.array()
+    n = len(table)
+    face_ids = table[:, 2].astype(np.int64)
     result = Result(
-        output, n, fps, np.asarray(times, np.float64),
-        np.asarray(found, bool), np.asarray(outs).reshape(n, len(names)),
-        names, is_image, np.asarray(face_ids) if all_faces else None,
-        np.asarray(index_, np.int64), np.asarray(boxes, np.float64).reshape(
-            n, 4), self.synthetic)
+        output, n, fps, table[:, 1].copy(), table[:, 3] > 0,
+        table[:, 8:].copy(), names, is_image,
+        face_ids if all_faces else None, table[:, 0].astype(np.int64),
+        table[:, 4:8].copy(), self.synthetic, frames=frames,
+        face_fraction=with_face / max(frames, 1))
+    del table
     result.outputs = whole_video(
-        result.time, np.asarray(face_ids), result.outputs, names, self.fill,
+        result.time, face_ids, result.outputs, names, self.fill,
         self.chain, self.chain_fps, self.smooth)
     self._write_csv(result, header, all_faces)
     if overlay:
@@ -793,7 +917,9 @@ class Runner:
   def _largest_face(self, images, is_image: bool):
     """(index, time, [(None, has_face, box, logits)] or []) per frame."""
     tracker = self.preprocess.tracker()
-    frames = (self.preprocess(i, t, image, tracker) for i, t, image in images)
+    frames = self._stage(
+        (self.preprocess(i, t, image, tracker) for i, t, image in images),
+        self._ahead, 'faces')
     args = (self.window, self.batch_size, self.preprocess.image_size)
     if is_image:
       stream = ((f, predict_image(self.predictor.logits, f, *args))
@@ -812,8 +938,8 @@ class Runner:
                      for _, has_face, box, logits in faces]
       return
     tracker = self.preprocess.tracker(all_faces=True)
-    tracked = ((i, t, self.preprocess.faces(i, t, image, tracker))
-               for i, t, image in images)
+    tracked = self._stage(((i, t, self.preprocess.faces(i, t, image, tracker))
+                           for i, t, image in images), self._ahead, 'faces')
     args = (self.window, self.batch_size, self.preprocess.image_size)
     if is_image:  # One frame: no track to follow.
       for i, t, faces in tracked:
@@ -854,13 +980,35 @@ def list_inputs(folder: str) -> list[str]:
     raise AffectJaxError(
         f'Folder {folder} holds no video or image (extensions '
         f'{", ".join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)}).')
+  check_stems(files, f'Folder {folder}')
+  return files
+
+
+def check_stems(files: Sequence[str], where: str) -> None:
+  """Refuses two inputs that would write the same `<stem>.csv`."""
   stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-  twice = sorted({s for s in stems if stems.count(s) > 1})
+  seen: set[str] = set()
+  twice = sorted({s for s in stems if s in seen or seen.add(s)})
   if twice:
     raise AffectJaxError(
-        f'Folder {folder} holds several files named {twice[0]!r} (different '
-        'extensions) that would write the same CSV; rename one.')
-  return files
+        f'{where} holds several files named {twice[0]!r} (different '
+        'extensions or folders) that would write the same CSV; rename one.')
+
+
+def predict_and_plot(runner: Runner, path: str, output: str,
+                     progress: bool | Callable[[int, int | None], None],
+                     all_faces: bool, overlay: str | None,
+                     plot: str | None) -> Result:
+  """`runner.predict_file`, then the plot of its predictions if asked."""
+  result = runner.predict_file(path, output, progress, all_faces, overlay)
+  if plot:
+    from affect_jax import plots  # pylint: disable=g-import-not-at-top
+    plots.prediction_plot(
+        result.time, result.has_face, result.outputs, result.columns, plot,
+        title=os.path.basename(path) + (
+            f' (model {SYNTHETIC_WARNING})' if result.synthetic else ''),
+        is_image=result.is_image, face=result.face)
+  return result
 
 
 def predict(model: str, input_path: str, output: str,
@@ -868,69 +1016,68 @@ def predict(model: str, input_path: str, output: str,
             progress: bool = True, all_faces: bool = False,
             overlay: str | None = None, predict_without_face: bool = False,
             fill_missing: str = 'none', smooth: float = 0.0,
-            postprocess: bool = False, **face_options) -> list[Result]:
-  """The command: predicts a file or every file of a folder.
+            postprocess: bool = False, workers: int = 1,
+            retry_failed: bool = False, serial: bool = False,
+            **face_options) -> list[Any]:
+  """The command: predicts a file, or every file of a folder or list.
 
+  `input_path`: a video or image; a folder; or `@LIST` (a file naming one
+  input a line). A folder or list goes through `predict_folder.run`:
+  `workers` processes, resumable (`OUT/predict_log.jsonl`), failures
+  tabled at the end.
   `all_faces`: one row per face found, tracked across frames (`face` id).
   `overlay`: the video (or image) with boxes and predictions drawn; for a
   folder, a folder of `<file stem>.mp4` (`.png` for an image).
   `predict_without_face`, `fill_missing`, `smooth`, `postprocess`: what
   frames without a face get, and the whole-video options (`Runner`).
+  `serial`: no pipeline threads (`Runner`).
   `face_options`: detect_every, track, detect_max_side (`Preprocess`; None:
   the default, detection on every frame at full resolution).
+
+  Returns:
+    A file's `Result`; for a folder or list, the `predict_folder.Summary`
+    of each file predicted by this run.
 
   Raises:
     AffectJaxError: the first problem; for a folder, after predicting the
       other files, naming every file that failed.
   """
-  if not os.path.exists(input_path):
+  from affect_jax import predict_folder  # pylint: disable=g-import-not-at-top
+  listed = input_path.startswith('@')
+  if listed:
+    files = predict_folder.read_list(input_path[1:])
+  elif not os.path.exists(input_path):
     raise AffectJaxError(f'Input {input_path} does not exist; pass a video, '
-                         'an image or a folder of them.')
-  folder = os.path.isdir(input_path)
-  files = list_inputs(input_path) if folder else [input_path]
-  if folder and output.lower().endswith('.csv'):
-    raise AffectJaxError(f'--input {input_path} is a folder: --output must '
-                         f'be a folder for its CSVs, not {output}.')
-  if folder and overlay and overlay.lower().endswith(VIDEO_EXTENSIONS +
-                                                     IMAGE_EXTENSIONS):
-    raise AffectJaxError(f'--input {input_path} is a folder: --overlay must '
-                         f'be a folder for its videos, not {overlay}.')
+                         'an image, a folder of them or @LIST.txt.')
+  many = listed or os.path.isdir(input_path)
+  if many and not listed:
+    files = list_inputs(input_path)
+  if many and output.lower().endswith('.csv'):
+    raise AffectJaxError(f'--input {input_path} is a folder or list: '
+                         f'--output must be a folder for its CSVs, not '
+                         f'{output}.')
+  if many and overlay and overlay.lower().endswith(VIDEO_EXTENSIONS +
+                                                   IMAGE_EXTENSIONS):
+    raise AffectJaxError(f'--input {input_path} is a folder or list: '
+                         '--overlay must be a folder for its videos, not '
+                         f'{overlay}.')
   if all_faces and fill_missing != 'none':
     raise AffectJaxError(_FILL_ALL_FACES)
-  runner = Runner(model, batch_size, predict_without_face, fill_missing,
-                  smooth, postprocess, **face_options)
-  runner.preprocess.tracker(all_faces)  # Options refused before any file.
-  results, failed = [], []
-  for path in files:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    out = os.path.join(output, f'{stem}.csv') if folder else output
-    drawn = overlay
-    if overlay and folder:
-      drawn = os.path.join(overlay, stem + (
-          '.png' if path.lower().endswith(IMAGE_EXTENSIONS) else '.mp4'))
-    try:
-      result = runner.predict_file(path, out, progress, all_faces, drawn)
-    except AffectJaxError as e:
-      if not folder:
-        raise
-      print(f'error: {e}', file=sys.stderr, flush=True)
-      failed.append(path)
-      continue
-    results.append(result)
-    if plot:
-      from affect_jax import plots  # pylint: disable=g-import-not-at-top
-      plots.prediction_plot(
-          result.time, result.has_face, result.outputs, result.columns,
-          os.path.join(plot, f'{stem}.png') if folder else plot,
-          title=os.path.basename(path) + (
-              f' (model {SYNTHETIC_WARNING})' if result.synthetic else ''),
-          is_image=result.is_image,
-          face=result.face)
-  if failed:
-    raise AffectJaxError(
-        f'{len(failed)} of {len(files)} files failed (see above): '
-        f'{", ".join(failed)}; the others were written to {output}.')
-  return results
+  kwargs = dict(model=model, batch_size=batch_size,
+                predict_without_face=predict_without_face, fill=fill_missing,
+                smooth=smooth, postprocess=postprocess, serial=serial,
+                **face_options)
+  runner = None
+  if not many or workers == 1:
+    runner = Runner(**kwargs)
+    runner.preprocess.tracker(all_faces)  # Options refused before any file.
+  else:
+    check_model_dir(model)
+  if not many:
+    return [predict_and_plot(runner, input_path, output, progress, all_faces,
+                             overlay, plot)]
+  return predict_folder.run(files, output, kwargs, all_faces, plot,
+                            overlay, workers, retry_failed, progress, runner)
 
 
 def main(argv):
@@ -947,7 +1094,8 @@ def main(argv):
           fill_missing=FLAGS.fill_missing, smooth=FLAGS.smooth,
           postprocess=FLAGS.postprocess,
           detect_every=FLAGS.detect_every, track=FLAGS.track,
-          detect_max_side=FLAGS.detect_max_side)
+          detect_max_side=FLAGS.detect_max_side, workers=FLAGS.workers,
+          retry_failed=FLAGS.retry_failed, serial=FLAGS.serial)
 
 
 def define_flags() -> None:
@@ -994,6 +1142,17 @@ def define_flags() -> None:
                     'its validation set (chain.json: a postprocess stage, or '
                     'carried by an exported model folder); an error if the '
                     'model has none.')
+  flags.DEFINE_integer('workers', 1, 'For a folder or @list --input: '
+                       'processes predicting files side by side, each with '
+                       'the model loaded once (docs/predict.md, "Folders of '
+                       'thousands of videos").')
+  flags.DEFINE_bool('retry_failed', False, 'For a folder or @list --input: '
+                    'predict again the files an earlier run into the same '
+                    '--output recorded as failed (by default they are only '
+                    'named again, unless they changed).')
+  flags.DEFINE_bool('serial', False, 'Decode, find faces and run the model '
+                    'one after the other in one thread instead of as a '
+                    'pipeline of threads (the same CSV; slower).')
   # The builders' face options (affect_jax.prepare), by default off here:
   # the detector on every frame at full resolution.
   flags.DEFINE_integer('detect_every', None, 'Run the face detector on every '

@@ -24,6 +24,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
+from affect_jax import abaw
 from affect_jax import features as F
 from affect_jax import input_pipeline
 from affect_jax.errors import AffectJaxError
@@ -116,6 +117,7 @@ def _train(config, cfg, name, earlier, workdir, key=None):
   split = input_pipeline.load_split(data, data.train_split)
   task = tasks_lib.get(cfg.task)
   task.check_dataset(split)
+  _options(config, cfg, task, split, key)
   if train.uses_landmarks(config.model):
     input_pipeline.check_landmarks(split)
   source = _source(cfg.init_from, f'{key}.init_from', earlier, workdir,
@@ -124,19 +126,37 @@ def _train(config, cfg, name, earlier, workdir, key=None):
     _init_fits(config, cfg, task, split, source, f'{key}.init_keep')
 
 
-def _init_fits(config, cfg, task, split, source: str, key: str) -> None:
-  """The checkpoint's kept submodules against the model's shapes."""
-  from affect_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from affect_jax import inference  # pylint: disable=g-import-not-at-top
+def _options(config, cfg, task, split, key: str) -> None:
+  """The train section's option values, and `freeze` against the model."""
+  from affect_jax import models  # pylint: disable=g-import-not-at-top
   from affect_jax import train  # pylint: disable=g-import-not-at-top
+  try:
+    train.check_options(config, cfg, task.output_names(split.emotion_names))
+    frozen = train._as_tuple(cfg.get('freeze'))  # pylint: disable=protected-access
+    if frozen:
+      models.trainable_labels(_shapes(config, task, split)['params'], frozen)
+  except AffectJaxError as e:
+    raise AffectJaxError(f'{key}: {e}') from None
+
+
+def _shapes(config, task, split):
+  """The model's variables, shapes only (nothing computed)."""
+  from affect_jax import inference  # pylint: disable=g-import-not-at-top
   n_out = len(task.output_names(split.emotion_names))
   model = inference.build_model(config.model, n_out)
   inp = config.input
   x = jnp.zeros((1, 2, inp.image_size, inp.image_size, 3), jnp.float32)
   landmarks = jnp.zeros((1, 2, F.NUM_LANDMARKS, 2), jnp.float32)
   rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
-  shapes = jax.eval_shape(
+  return jax.eval_shape(
       lambda: dict(model.init(rngs, x, landmarks=landmarks, train=False)))
+
+
+def _init_fits(config, cfg, task, split, source: str, key: str) -> None:
+  """The checkpoint's kept submodules against the model's shapes."""
+  from affect_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from affect_jax import train  # pylint: disable=g-import-not-at-top
+  shapes = _shapes(config, task, split)
   ckpt = checkpointing.find_checkpoints(source)
   loaded, meta = checkpointing.restore_best_variables(ckpt)
   keep = tuple(k.strip() for k in str(cfg.init_keep).split(',') if k.strip())
@@ -144,15 +164,36 @@ def _init_fits(config, cfg, task, split, source: str, key: str) -> None:
 
 
 def _test(config, cfg, name, earlier, workdir):
-  del config
   _source(cfg.checkpoint_from, f'config.{name}.checkpoint_from', earlier,
           workdir, required=True, checkpoint=True)
   _splits(cfg.dataset, _names(cfg.splits), f'config.{name}.dataset',
           f'config.{name}.splits')
+  if cfg.get('aggregate', '') not in ('', 'clip'):
+    raise AffectJaxError(f'config.{name}.aggregate={cfg.aggregate!r}; use '
+                         "'' or 'clip' (one class per clip).")
+  protocol = cfg.get('protocol', '')
+  if protocol not in abaw.PROTOCOLS:
+    raise AffectJaxError(f'config.{name}.protocol={protocol!r}; use one of '
+                         f'{", ".join(map(repr, abaw.PROTOCOLS))}.')
+  src = cfg.checkpoint_from
+  if protocol and src.startswith('stage:') and src[6:] in config:
+    task = config[src[6:]].get('task')
+    if task not in (None, 'va', 'expression'):
+      raise AffectJaxError(
+          f"config.{name}.protocol='abaw' needs a 'va' or 'expression' "
+          f'model; {src} trains task {task!r}.')
+    if task == 'expression':  # The model's classes are the dataset's.
+      split = input_pipeline.load_split(cfg.dataset, _names(cfg.splits)[0])
+      abaw.check(task, split.emotion_names, f'config.{name}.protocol')
 
 
 def _postprocess(config, cfg, name, earlier, workdir):
   del config
+  from affect_jax import postprocess  # pylint: disable=g-import-not-at-top
+  bad = [s for s in _names(cfg.steps) if s not in postprocess.STEPS]
+  if bad:
+    raise AffectJaxError(f'config.{name}.steps names {", ".join(map(repr, bad))}'
+                         f'; use a comma list of {", ".join(postprocess.STEPS)}.')
   key = f'config.{name}.predictions_from'
   path = _source(cfg.predictions_from, key, earlier, workdir, required=True,
                  checkpoint=False)
@@ -192,6 +233,7 @@ def _cv(config, cfg, name, earlier, workdir):
   split = input_pipeline.load_split(data, split_name)
   task = tasks_lib.get(cfg.train.task)
   task.check_dataset(split)
+  _options(config, cfg.train, task, split, f'{key}')
   source = _source(cfg.train.init_from, f'{key}.init_from', earlier, workdir,
                    required=False, checkpoint=True)
   if source:

@@ -133,6 +133,51 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
       'cosine.')
 
 
+# What `init_keep` may name: the models' top-level submodules
+# (docs/models.md, "Top-level parameter names").
+KEEPABLE = ('trunk', 'fc', 'rnn', 'head')
+
+
+def check_options(config, cfg, output_names=None) -> None:
+  """Raises for a train stage option value that training would refuse.
+
+  Called by `Stage` and, before the first stage runs, by affect_jax.preflight
+  (so that a misspelt value in a later stage never ends an hour of work).
+  With `output_names`, also `best_metric` against the task's metrics.
+  """
+  task = tasks_lib.get(cfg.get('task', 'va'))
+  task.loss_fn(cfg.get('loss') or task.default_loss)
+  on_nonfinite = cfg.get('on_nonfinite', 'stop')
+  if on_nonfinite not in ('stop', 'skip'):
+    raise AffectJaxError(
+        f"on_nonfinite={on_nonfinite!r} (config train stage); use 'stop' "
+        "(the default: raise at the first non-finite step) or 'skip'.")
+  accum = int(cfg.get('grad_accum_steps', 1))
+  if accum < 1 or config.batch_size % accum:
+    raise AffectJaxError(
+        f'grad_accum_steps={accum} (config train stage) must be >= 1 and '
+        f'divide batch_size={config.batch_size}; micro-batches are '
+        'batch_size / grad_accum_steps windows.')
+  learning_rate_schedule(cfg)  # An unknown schedule raises.
+  if cfg.get('best_mode', 'max') not in ('max', 'min'):
+    raise AffectJaxError(f"best_mode={cfg.best_mode!r} (config train stage); "
+                         "use 'max' or 'min'.")
+  unknown = [k for k in _as_tuple(cfg.get('init_keep')) if k not in KEEPABLE]
+  if unknown:
+    raise AffectJaxError(
+        f'init_keep names {", ".join(map(repr, unknown))} (config train '
+        f'stage); use a comma list of {", ".join(KEEPABLE)}.')
+  input_pipeline.check_sampler(cfg.get('sampler', 'shuffle'),
+                               cfg.get('sampler_targets', ''))
+  if output_names is not None and cfg.get('best_metric'):
+    metrics = sorted(k for k, v in task.result(
+        task.accumulator(), tuple(output_names)).items() if np.isscalar(v))
+    if cfg.best_metric not in metrics:
+      raise AffectJaxError(
+          f'best_metric={cfg.best_metric!r} is not a metric of task '
+          f'{task.name!r}; use one of {metrics}.')
+
+
 def make_optimizer(cfg, params) -> optax.GradientTransformation:
   """Adam with the stage's schedule; parameters under the `cfg.freeze` path
   prefixes (e.g. 'trunk', or 'trunk/conv1,trunk/layer1_0') get no updates."""
@@ -274,18 +319,10 @@ class Stage:
                             'batch_stats': self.state_sharding.batch_stats}
     cw = (jnp.ones((n_out,), jnp.float32) if class_weights is None
           else jnp.asarray(class_weights, jnp.float32))
+    check_options(config, cfg)
     loss_name = cfg.get('loss') or self.task.default_loss
     on_nonfinite = cfg.get('on_nonfinite', 'stop')
-    if on_nonfinite not in ('stop', 'skip'):
-      raise AffectJaxError(
-          f"on_nonfinite={on_nonfinite!r} (config train stage); use 'stop' "
-          "(the default: raise at the first non-finite step) or 'skip'.")
     accum = int(cfg.get('grad_accum_steps', 1))
-    if accum < 1 or config.batch_size % accum:
-      raise AffectJaxError(
-          f'grad_accum_steps={accum} (config train stage) must be >= 1 and '
-          f'divide batch_size={config.batch_size}; micro-batches are '
-          'batch_size / grad_accum_steps windows.')
     self._train_step = jax.jit(
         functools.partial(train_step, task=self.task,
                           loss_fn=self.task.loss_fn(loss_name),

@@ -40,7 +40,8 @@ def _pid_start(pid: int) -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+  """Whether process `pid` exists on this host."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -63,7 +64,7 @@ def why_stale(held: dict[str, Any], me: dict[str, Any]) -> str | None:
   """Why the lock `held` belongs to a dead process, or None if it may live."""
   if held.get('host') == me['host']:
     pid = int(held.get('pid', -1))
-    if not _alive(pid):
+    if not alive(pid):
       return f'pid {pid} is not running on {me["host"]}'
     start = _pid_start(pid)
     if held.get('pid_start') and start and start != held['pid_start']:

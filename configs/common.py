@@ -113,16 +113,18 @@ def train_stage(task: str, data: ml_collections.ConfigDict, *, loss: str = '',
 
 
 def test_stage(checkpoint_from: str, data: ml_collections.ConfigDict, *,
-               splits: str = 'test', plots: bool = True, aggregate: str = ''
-               ) -> ml_collections.ConfigDict:
+               splits: str = 'test', plots: bool = True, aggregate: str = '',
+               protocol: str = '') -> ml_collections.ConfigDict:
   """A `test` stage: scores `checkpoint_from` on each of `splits` (comma list).
 
   The task, model and input settings come from the checkpoint itself.
   `aggregate='clip'` also scores one class per clip (AFEW, kollias2019).
+  `protocol='abaw'` adds the Aff-Wild2 challenge's score (`abaw_score`:
+  P_VA or P_EXPR, affect_jax.abaw); '' = the task's metrics only.
   """
   return ml_collections.ConfigDict(dict(
       kind='test', checkpoint_from=checkpoint_from, dataset=data,
-      splits=splits, plots=plots, aggregate=aggregate))
+      splits=splits, plots=plots, aggregate=aggregate, protocol=protocol))
 
 
 def cv_stage(train: ml_collections.ConfigDict, *, folds: str = '5',

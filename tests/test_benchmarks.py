@@ -412,3 +412,18 @@ def test_onednn_convolutions_match_lax_values_and_gradients(tmp_path):
   g = jnp.ones_like(ref)
   for a, b in zip(vjp(g), ref_vjp(g)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_speed_prints_table(capsys):
+  """Each stage alone and the whole (in a child process), quick model."""
+  from benchmarks import predict_speed
+  predict_speed.main(['--models=quick', '--minutes=0.01', '--batch_sizes=2',
+                      '--size=160x120', '--fps=25', '--faces_frames=5',
+                      '--model_seconds=0.1'])
+  printed = capsys.readouterr().out
+  row = next(l for l in printed.splitlines() if l.startswith('| quick'))
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  assert cells[:3] == ['quick', '2', '0.01']
+  assert all(float(c) > 0 for c in cells[3:7])  # decode, faces, model, whole
+  assert cells[8] in ('decode', 'faces', 'model') and float(cells[10]) > 100
+  assert 'cores, load' in printed

@@ -162,6 +162,33 @@ def test_postprocess_cli_and_compare_on_a_finished_run(tiny_run, tmp_path,
   assert compare.main([str(tmp_path)]) == 2
 
 
+def test_compare_leaves_unfinished_runs_out_of_the_groups(tiny_run, tmp_path,
+                                                          capsys):
+  workdir, config, _ = tiny_run
+  runs = [str(tmp_path / f'run{i}') for i in range(3)]
+  for r in runs:
+    shutil.copytree(workdir, r)
+  os.remove(os.path.join(runs[2], 'postprocess', 'DONE.json'))  # It failed.
+  assert compare.main(runs) == 0
+  out = capsys.readouterr().out
+  assert '| run2 | ' in out and 'unfinished: postprocess' in out
+  group = [l for l in out.splitlines() if l.startswith(f'| {config.name} | ')]
+  assert len(group) == 1 and group[0].startswith(f'| {config.name} | 2 | '), out
+  assert '1 unfinished run(s) left out' in out
+
+
+def test_compare_groups_by_sample_std():
+  rows = [dict(run=f'r{i}', name='a', seed=i, status='finished', task='va',
+               **{'test/ccc_valence': v, 'test/ccc_arousal': 0.5})
+          for i, v in enumerate((0.1, 0.2, 0.6))]
+  text = compare.table(rows + [dict(run='r9', name='b', seed=0, task='va',
+                                    status='finished',
+                                    **{'test/ccc_valence': 0.3})])
+  mean, std = np.mean([0.1, 0.2, 0.6]), np.std([0.1, 0.2, 0.6], ddof=1)
+  assert f'| a | 3 | {mean:.3f} ± {std:.3f} | 0.500 ± 0.000 |' in text
+  assert '| b | 1 | 0.300 | – |' in text  # No std of one run.
+
+
 def test_frames_without_a_face_are_scored_but_not_trained_on(tiny_run):
   _, config, _ = tiny_run
   cfg = common.resolve_stage(config, 'finetune')

@@ -342,14 +342,20 @@ def test_command_error_is_one_line_and_exit_2(tmp_path):
 
 
 def test_command_then_predict_on_a_video(tmp_path):
-  """The user's path: import with the command, predict a face video."""
+  """The user's path: import with the command, then predict, plot and
+  overlay a real face clip (scikit-image's astronaut, with frames of a
+  faceless picture between): the imported model predicts where dlib finds
+  her face, has_face=0 and empty values elsewhere; no synthetic warning."""
+  data = pytest.importorskip('skimage.data')
+  import cv2  # pylint: disable=g-import-not-at-top
   from tfds_builders import core  # pylint: disable=g-import-not-at-top
-  from tfds_builders.synthetic_faces import faces  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(3)
-  subject, video = faces.make_subject(rng), faces.make_video(rng, 6, 10.0)
-  frames = [faces.render_frame(subject, video, i, (240, 320))[0]
-            for i in range(6)]
-  path = str(tmp_path / 'faces.mp4')
+  from tfds_builders.core import video as video_lib  # pylint: disable=g-import-not-at-top
+  astronaut = np.ascontiguousarray(data.astronaut()[:320])
+  coffee = cv2.resize(data.coffee(), astronaut.shape[1::-1])
+  with_face = (0, 1, 2, 5, 6)
+  frames = [np.roll(astronaut, 3 * i, axis=1) if i in with_face else coffee
+            for i in range(7)]
+  path = str(tmp_path / 'astronaut.mp4')
   core.write_video(path, frames, fps=25, quality=18)
   model = str(tmp_path / 'model')
   r = _cli('-m', 'affect_jax.import_weights', '--from=affwild-tf1',
@@ -359,16 +365,28 @@ def test_command_then_predict_on_a_video(tmp_path):
   assert r.returncode == 0, r.stderr
   assert 'step 12000' in r.stdout
   out = str(tmp_path / 'out.csv')
+  overlay = str(tmp_path / 'out.mp4')
   r = _cli('-m', 'affect_jax.predict', f'--model={model}', f'--input={path}',
-           f'--output={out}', f'--plot={tmp_path / "out.png"}')
+           f'--output={out}', f'--plot={tmp_path / "out.png"}',
+           f'--overlay={overlay}')
   assert r.returncode == 0, r.stderr
+  assert 'synthetic' not in r.stderr
   with open(out) as f:
     header, *rows = f.read().splitlines()
-  assert header.endswith('valence,arousal') and len(rows) == 6
-  values = np.array([[float(v) for v in row.split(',')[-2:]] for row in rows
-                     if row.split(',')[2] == '1'])
-  assert len(values) >= 4 and np.all(np.isfinite(values))
+  assert header == ('frame,time_s,has_face,x0,y0,x1,y1,valence,arousal')
+  cells = [row.split(',') for row in rows]
+  assert [c[2] for c in cells] == ['1' if i in with_face else '0'
+                                   for i in range(7)]
+  values = np.array([[float(v) for v in c[-2:]] for c in cells
+                     if c[2] == '1'])
+  assert values.shape == (5, 2) and np.all(np.isfinite(values))
+  assert all(c[-2:] == ['', ''] for c in cells if c[2] == '0')
   assert os.path.getsize(tmp_path / 'out.png') > 0
+  drawn = [f.image for f in video_lib.iter_frames(overlay)]
+  assert len(drawn) == 7 and drawn[0].shape == astronaut.shape
+  # The gauge and box are drawn on the frames with a face only.
+  assert np.abs(drawn[0].astype(int) - astronaut).mean() > np.abs(
+      drawn[3].astype(int) - coffee).mean()
 
 
 def test_tensorflow_is_never_imported():

@@ -300,7 +300,8 @@ def test_image_and_folder(va_model, tmp_path):
   out, plots = tmp_path / 'out', tmp_path / 'plots'
   results = predict.predict(va_model, str(folder), str(out), str(plots),
                             progress=False)
-  assert sorted(os.listdir(out)) == ['clip.csv', 'photo.csv', 'wall.csv']
+  assert sorted(os.listdir(out)) == ['clip.csv', 'photo.csv',
+                                     'predict_log.jsonl', 'wall.csv']
   assert sorted(os.listdir(plots)) == ['clip.png', 'photo.png', 'wall.png']
   assert [r.rows for r in results] == [3, 1, 1]
   photo = _read(out / 'photo.csv')

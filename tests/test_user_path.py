@@ -134,6 +134,32 @@ def test_a_required_source_and_a_later_stage_are_refused_first(
   assert not os.path.exists(tmp_path / 'finetune')
 
 
+@pytest.mark.parametrize('key,value,error', [
+    ('finetune.sampler', 'va_quadrant', "Unknown sampler 'va_quadrant'"),
+    ('finetune.sampler_targets', '0.5,0.5', 'must be 4 positive'),
+    ('finetune.on_nonfinite', 'skipp', "on_nonfinite='skipp'"),
+    ('finetune.schedule', 'cosin', "Unknown schedule 'cosin'"),
+    ('finetune.loss', 'cc', "has no loss 'cc'"),
+    ('finetune.best_mode', 'maximum', "best_mode='maximum'"),
+    ('finetune.best_metric', 'ccc_meen', "best_metric='ccc_meen'"),
+    ('finetune.init_keep', 'trunk,fcc', "init_keep names 'fcc'"),
+    ('finetune.freeze', 'trunkk', r"\['trunkk'\] match no parameter"),
+    ('finetune.grad_accum_steps', 3, 'must be >= 1 and divide batch_size'),
+    ('test.aggregate', 'clips', "aggregate='clips'"),
+    ('test.protocol', 'abw', "protocol='abw'"),
+    ('postprocess.steps', 'median,scal', "steps names 'scal'"),
+])
+def test_a_wrong_value_of_a_later_stage_is_refused_before_the_first(
+    tiny_data_dir, tmp_path, key, value, error):
+  """A typo in the fine-tuning, test or post-processing stage's values
+  stops the run before pretraining starts, naming the stage."""
+  c = conftest.tiny_config(tiny_data_dir, **{key: value})
+  stage = key.split('.')[0]
+  with pytest.raises(AffectJaxError, match=rf'config\.{stage}.*{error}'):
+    experiment.run(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'pretrain')
+
+
 def test_an_init_that_only_partly_fits_names_init_keep(tiny_run, tmp_path):
   """An LSTM run as the source of a GRU model (Table 5's affwildnet row the
   other way round): refused before training, naming what fits."""

@@ -70,13 +70,13 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
 from tfds_builders import core
 from tfds_builders.core import annotations
 
 # EXPR classes in label order, as in the newer (8-class) header.
-EXPR_CLASSES = ('Neutral', 'Anger', 'Disgust', 'Fear', 'Happiness',
-                'Sadness', 'Surprise', 'Other')
+EXPR_CLASSES = F.ABAW_EXPR_CLASSES
 EXPR_NAMES = tuple(name.lower() for name in EXPR_CLASSES)
 _EXPR_HEADERS = (EXPR_CLASSES[:7], EXPR_CLASSES)
 _VA_HEADER = ('valence', 'arousal')

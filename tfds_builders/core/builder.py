@@ -314,6 +314,15 @@ class VideoFrameBuilder(tfds.core.GeneratorBasedBuilder):
     # TFDS writes the metadata after this returns.
     self.info.metadata['broken_videos'] = list(self.broken_videos)
 
+  # TFDS's own lines speak of downloads ("Downloading and preparing dataset
+  # Unknown size ...") though nothing is downloaded: say what happens.
+  def _log_download_bytes(self) -> None:
+    print(f'Preparing {self.name}/{self.builder_config.name} from your copy '
+          f'(manual_dir) into {self.data_dir} ...', flush=True)
+
+  def _log_download_done(self) -> None:
+    pass  # affect_jax.prepare prints what was written.
+
   # Abstract: TFDS registers only concrete builders.
   @abc.abstractmethod
   def _videos(self, manual_dir: str) -> dict[str, list[VideoSpec]]:

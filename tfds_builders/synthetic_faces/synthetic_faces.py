@@ -278,6 +278,14 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
     _check_config(self.builder_config)
     core.default_to_array_record(self, file_format)
 
+  # Rendered here, nothing downloaded: no TFDS "Downloading ..." lines (the
+  # callers print what they build and where).
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
     return tfds.core.DatasetInfo(
