@@ -180,6 +180,7 @@ PROBES: dict[str, Probe] = {
     'test.splits': P('test', 'written'),
     'test.plots': P(True, 'written'),
     'test.aggregate': P('clip', 'written', test__checkpoint_from=PRETRAIN),
+    'test.protocol': P('abaw', 'written'),
     'test.dataset.build_if_missing': P(True, 'outcome',
                                        test__dataset__data_dir=EMPTY),
     # A postprocess stage (on predictions that a median filter and a time
@@ -680,6 +681,7 @@ def test_every_key_has_a_probe():
   model_inert = {k for k in inert if k.startswith('model.')}
   assert not (inert - model_inert) - paths, 'INERT names keys not in the schema'
   assert not inert & set(PROBES), 'a key is both probed and declared inert'
+  assert not set(PROBES) - paths, 'PROBES names keys not in the schema'
   missing = sorted(p for p in paths - set(PROBES) - inert
                    if not _cv_train_passes_through(p))
   assert not missing, f'keys without a probe or an INERT entry: {missing}'
