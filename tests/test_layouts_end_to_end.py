@@ -17,6 +17,7 @@ records): worker processes cost more to start than these few frames take.
 """
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -129,10 +130,11 @@ def _floats(values) -> np.ndarray:
                   np.float32)
 
 
-def check_records(fake, splits, *, min_found=1.0):
+def check_records(fake, splits, *, min_found=1.0, no_face=True):
   """The prepared records equal the fake's metadata: splits, videos, frame
-  counts, labels; has_face False where no face was drawn and True on at
-  least `min_found` of the other frames."""
+  counts, labels; has_face False where no face was drawn (the fake drew
+  such frames unless `no_face` is False) and True on at least `min_found`
+  of the other frames."""
   assert {s: sorted(d.video_ids) for s, d in splits.items()} == fake.splits
   found = total = 0
   for split, data in splits.items():
@@ -155,30 +157,44 @@ def check_records(fake, splits, *, min_found=1.0):
     assert data.subject_ids == [fake.videos[v].subject_id
                                 for v in data.video_ids]
   assert found >= min_found * total, (found, total)
-  assert any(v.no_face.any() for v in fake.videos.values())
+  assert any(v.no_face.any() for v in fake.videos.values()) == no_face
 
 
-def check_predictions(fake, workdir, stage, split, outputs):
-  """The test stage predicted every frame of `split`, its gold columns are
-  the fake's labels and its has_face column the records' flag."""
-  table = _predictions(workdir, stage, split)
-  assert sorted(table) == fake.splits[split]
+def _fake_column(fake, video, name):
+  if name in ('valence', 'arousal'):
+    return getattr(video, name)
+  return video.emotions[:, list(fake.emotion_names).index(name)]
+
+
+def check_predictions(fake, workdir, stage, split, videos=None,
+                      file=None):
+  """The test stage predicted every frame of `split` (or of `videos`), its
+  gold columns are the fake's labels and its has_face column is False
+  where the fake drew no face."""
+  table = _predictions(workdir, stage, file or split)
+  assert sorted(table) == sorted(videos or fake.splits[split])
+  outputs = [k[len('gold_'):] for k in next(iter(table.values()))
+             if k.startswith('gold_')]
+  assert outputs
   for vid, cols in table.items():
     video = fake.videos[vid]
     assert list(cols['frame'].astype(int)) == list(range(video.num_frames))
     for name in outputs:
       np.testing.assert_allclose(_floats(cols[f'gold_{name}']),
-                                 getattr(video, name), atol=1e-4,
-                                 err_msg=vid)
+                                 _fake_column(fake, video, name), atol=1e-4,
+                                 err_msg=f'{vid} {name}')
       assert np.isfinite(_floats(cols[f'pred_{name}'])).all()
     has_face = cols['has_face'].astype(int).astype(bool)
     assert not has_face[video.no_face].any()
 
 
 def check_results(layout, workdir):
+  """Each result stage wrote results.json, listing the layout's splits
+  (stages without per-split results: cv, cross_test)."""
   for stage, splits in layout.result_stages:
     results = _results(workdir, stage)
-    assert sorted(results['splits']) == sorted(splits), stage
+    if splits:
+      assert sorted(results['splits']) == sorted(splits), stage
 
 
 def test_recola_avec2016(world):
@@ -187,10 +203,9 @@ def test_recola_avec2016(world):
   layout = fake_datasets.LAYOUTS['recola']
   workdir = world.run('recola')
   fake = world.fakes['recola']
-  check_records(fake, world.records('recola'), min_found=0.8)
+  check_records(fake, world.records('recola'), min_found=0.95)
   check_results(layout, workdir)
-  check_predictions(fake, workdir, 'test', 'validation',
-                    ('valence', 'arousal'))
+  check_predictions(fake, workdir, 'test', 'validation')
   post = _results(workdir, 'postprocess')
   assert post  # Written, on validation (apply_split=validation).
   assert fake.unlabelled == ('test_1',)
@@ -213,7 +228,7 @@ def test_aff_wild(world):
   assert (np.abs(marks[has_face]).sum((1, 2)) > 0).all()
   check_results(layout, workdir)
   for split in ('validation', 'test'):
-    check_predictions(fake, workdir, 'test', split, ('valence', 'arousal'))
+    check_predictions(fake, workdir, 'test', split)
 
 
 def test_realeyes(world):
@@ -222,9 +237,96 @@ def test_realeyes(world):
   layout = fake_datasets.LAYOUTS['realeyes']
   workdir = world.run('realeyes')
   fake = world.fakes['realeyes']
-  check_records(fake, world.records('realeyes'), min_found=0.8)
+  check_records(fake, world.records('realeyes'), min_found=0.95)
   with open(os.path.join(workdir, 'pretrain', 'summary.json')) as f:
     assert json.load(f)
   check_results(layout, workdir)
-  check_predictions(world.fakes['recola'], workdir, 'test', 'validation',
-                    ('valence', 'arousal'))
+  check_predictions(world.fakes['recola'], workdir, 'test', 'validation')
+
+
+@pytest.mark.parametrize('labels', ['va', 'expr'])
+def test_aff_wild2(world, labels):
+  """AffWildNet on Aff-Wild2 (ABAW: train and validation, no test labels):
+  cropped_aligned images (missing where the aligner found no face), raw
+  videos, a two-person video; `-5` / `-1` rows unlabelled but kept."""
+  name = f'aff_wild2_{labels}'
+  layout = fake_datasets.LAYOUTS[name]
+  workdir = world.run(name)
+  fake = world.fakes['aff_wild2']
+  splits = world.records(name)
+  if labels == 'va':
+    check_records(_without_emotions(fake), splits, min_found=0.95)
+    assert np.isnan(fake.videos['1-30-1280x720'].valence).sum() == 3
+  else:
+    check_records(_without_va(fake), splits, min_found=0.95)
+  check_results(layout, workdir)
+  check_predictions(_without_emotions(fake) if labels == 'va'
+                    else _without_va(fake), workdir, 'test', 'validation')
+
+
+def _without_emotions(fake):
+  videos = {k: dataclasses.replace(v, emotions=None)
+            for k, v in fake.videos.items()}
+  return dataclasses.replace(fake, videos=videos)
+
+
+def _without_va(fake):
+  videos = {k: dataclasses.replace(v, valence=v.valence * np.nan,
+                                   arousal=v.arousal * np.nan)
+            for k, v in fake.videos.items()}
+  return dataclasses.replace(fake, videos=videos)
+
+
+def test_afew_va(world):
+  """kollias2019's AFEW-VA transfer from the Aff-Wild run above: 5-fold
+  actor-independent cross validation on the zipped release."""
+  workdir = world.run('afew_va')
+  fake = world.fakes['afew_va']
+  check_records(fake, world.records('afew_va'), no_face=False)
+  results = _results(workdir, 'cv')
+  assert sorted(results['folds']) == [f'fold_{k}' for k in range(5)]
+  for fold in results['folds']:
+    check_predictions(fake, os.path.join(workdir, 'cv', fold), 'test',
+                      fold, file='test')
+
+
+def test_afew(world):
+  """kollias2019's AFEW transfer: 7 expressions, one per clip, the clip
+  accuracy on validation (EmotiW has no public test labels)."""
+  layout = fake_datasets.LAYOUTS['afew']
+  workdir = world.run('afew')
+  fake = world.fakes['afew']
+  check_records(fake, world.records('afew'), min_found=0.95)
+  check_results(layout, workdir)
+  assert 0 <= _results(workdir, 'test')['clip_accuracy'] <= 1
+  check_predictions(fake, workdir, 'test', 'validation')
+
+
+def test_frame_list(world):
+  """The 4K thesis' AlexNet-GRU on CSV frame lists (train / val / test)."""
+  layout = fake_datasets.LAYOUTS['frame_list']
+  workdir = world.run('frame_list')
+  fake = world.fakes['frame_list']
+  check_records(fake, world.records('frame_list'), no_face=False)
+  check_results(layout, workdir)
+  check_predictions(fake, workdir, 'test', 'test')
+
+
+def test_affectnet_crossdb(world):
+  """The 4K model scored across databases: its own test split, all of
+  Aff-Wild's train split, AffectNet's validation images (still images)."""
+  layout = fake_datasets.LAYOUTS['affectnet']
+  workdir = world.run('affectnet')
+  fake = world.fakes['affectnet']
+  check_records(fake, world.records('affectnet'))
+  check_results(layout, workdir)
+  pairs = _results(workdir, 'cross')['pairs']
+  assert [sorted(p) for p in pairs.values()] == [
+      ['aff_wild', 'affectnet', 'own']]
+  check_predictions(world.fakes['frame_list'], workdir, 'test', 'test')
+  model = next(iter(pairs))
+  check_predictions(fake, workdir, 'cross', 'validation',
+                    file=f'{model}_on_affectnet')
+  aff_wild = world.fakes['aff_wild']
+  check_predictions(aff_wild, workdir, 'cross', 'train',
+                    file=f'{model}_on_aff_wild')
