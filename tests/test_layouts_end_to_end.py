@@ -206,9 +206,15 @@ def test_recola_avec2016(world):
   check_records(fake, world.records('recola'), min_found=0.95)
   check_results(layout, workdir)
   check_predictions(fake, workdir, 'test', 'validation')
+  # The chain is applied to validation, each recording held out.
   post = _results(workdir, 'postprocess')
-  assert post  # Written, on validation (apply_split=validation).
+  assert (post['apply_split'], post['held_out']) == ('validation', True)
+  assert post['num_videos'] == len(fake.splits['validation'])
+  assert post['num_frames'] == fake.frames('validation')
+  # The test recording has no labels: on disk, not in the records.
   assert fake.unlabelled == ('test_1',)
+  assert os.path.isfile(os.path.join(fake.root, 'recordings_video',
+                                     'test_1.mp4'))
 
 
 def test_aff_wild(world):
@@ -298,7 +304,9 @@ def test_afew(world):
   fake = world.fakes['afew']
   check_records(fake, world.records('afew'), min_found=0.95)
   check_results(layout, workdir)
-  assert 0 <= _results(workdir, 'test')['clip_accuracy'] <= 1
+  results = _results(workdir, 'test')
+  assert results['clip_num_clips'] == len(fake.splits['validation'])
+  assert 0 <= results['clip_accuracy'] <= 1
   check_predictions(fake, workdir, 'test', 'validation')
 
 
