@@ -46,13 +46,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
+import shutil
+import zipfile
 
 import numpy as np
+from PIL import Image
 
 from affect_jax import features as F
 from affect_jax.errors import AffectJaxError
+from tfds_builders.afew import afew
+from tfds_builders.afew_va import afew_va
+from tfds_builders.aff_wild import aff_wild
+from tfds_builders.aff_wild2 import aff_wild2
+from tfds_builders.affectnet import affectnet
+from tfds_builders.core import face
 from tfds_builders.core import video as video_lib
+from tfds_builders.realeyes import realeyes
 from tfds_builders.synthetic_faces import faces
 from tfds_builders.synthetic_faces import realeyes_layout
 
@@ -234,7 +245,6 @@ def write_video(path: str, images, fps: float, codec: str = 'libx264'
 
 
 def _detect_all(images) -> bool:
-  from tfds_builders.core import face  # pylint: disable=g-import-not-at-top
   detect = face.make_detector('dlib')
   return all(len(detect(image)) for image in images)
 
@@ -324,7 +334,6 @@ def _aff_wild(root: str, *, subjects: int = 6, frames: int = 32,
   one. `test_labels`: annotations/test/ present (released after the
   challenge).
   """
-  from tfds_builders.aff_wild import aff_wild  # pylint: disable=g-import-not-at-top
   fps = 30.0
   rng = np.random.default_rng([seed, 2])
   sizes = ((96, 128), (120, 160), (112, 144))
@@ -374,7 +383,6 @@ def _realeyes(root: str, *, subjects: int = 5, frames: int = 32,
   frequencies). Split 80/20 by subject as the builder splits (valence and
   arousal: NaN, the layout has none).
   """
-  from tfds_builders.realeyes import realeyes  # pylint: disable=g-import-not-at-top
   fps = 30.0
   rng = np.random.default_rng([seed, 3])
   names = [f'p{k:03d}' for k in range(subjects)]
@@ -418,7 +426,6 @@ def _aligned(video: faces.Video) -> faces.Video:
 
 
 def _write_images(folder: str, images, names) -> None:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   os.makedirs(folder, exist_ok=True)
   for image, name in zip(images, names):
     Image.fromarray(image).save(os.path.join(folder, name), quality=95)
@@ -459,7 +466,6 @@ def _aff_wild2(root: str, *, frames: int = 32, seed: int = 0,
   labels: `FakeCopy.videos` has both (valence/arousal NaN where `-5`;
   `emotions` the 8 one-hot EXPR classes, NaN where `-1`).
   """
-  from tfds_builders.aff_wild2 import aff_wild2  # pylint: disable=g-import-not-at-top
   fps = 30.0
   rng = np.random.default_rng([seed, 4])
   ann = os.path.join(root, 'Annotations')
@@ -489,12 +495,11 @@ def _aff_wild2(root: str, *, frames: int = 32, seed: int = 0,
     values[values == -5] = np.nan
     emotions = np.eye(classes, dtype=np.float32)[expr]
     emotions[list(no_label)] = np.nan
-    videos[vid] = FakeVideo(vid, vid.rsplit('_', 1)[0] if vid.endswith(
-        ('_left', '_right')) else vid, _split(folder), values[:, 0],
-                            values[:, 1], emotions, no_face)
-
-  def _split(folder):
-    return {'Train_Set': 'train', 'Validation_Set': 'validation'}[folder]
+    person = vid.rsplit('_', 1)[0] if vid.endswith(('_left', '_right')) \
+        else vid
+    split = {'Train_Set': 'train', 'Validation_Set': 'validation'}[folder]
+    videos[vid] = FakeVideo(vid, person, split, values[:, 0], values[:, 1],
+                            emotions, no_face)
 
   for vid, folder, kind in plan:
     if kind == 'pair':
@@ -541,7 +546,6 @@ def write_afew_va_clip(folder: str, actor: str, images, labels,
     labels: {frame number: (valence, arousal, [68, 2] landmarks)} with
       integer labels in [-10, 10]; frames without an entry have no label.
   """
-  import json  # pylint: disable=g-import-not-at-top
   clip = os.path.basename(os.path.normpath(folder))
   items = images.items() if isinstance(images, dict) else enumerate(images)
   numbers, pictures = zip(*sorted(items, key=lambda kv: kv[0]))
@@ -557,8 +561,6 @@ def write_afew_va_clip(folder: str, actor: str, images, labels,
 def zip_clips(folder: str) -> str:
   """Zips the clip folders of `folder` as AFEW-VA's parts are distributed
   (`01.zip` holding `<clip>/...`) and removes `folder`; returns the zip."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  import zipfile  # pylint: disable=g-import-not-at-top
   path = os.path.normpath(folder) + '.zip'
   with zipfile.ZipFile(path, 'w') as z:
     for clip in sorted(os.listdir(folder)):
@@ -577,7 +579,6 @@ def _afew_va(root: str, *, frames: int = 24, seed: int = 0,
   002's last PNG has no JSON entry (NaN labels). Folds: the builder's 5
   actor-disjoint folds.
   """
-  from tfds_builders.afew_va import afew_va  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng([seed, 5])
   clips = {'001': 'Ann Lee', '002': 'Bob Ray', '003': 'Cid Moe',
            '004': 'Dee Fox', '005': 'ann  lee', '006': 'Eve Kim',
@@ -623,7 +624,6 @@ def _afew(root: str, *, train: int = 5, validation: int = 3,
   second train clip shows no face for 5 frames. Labels: the clip's one-hot
   emotion on every frame (valence/arousal NaN).
   """
-  from tfds_builders.afew import afew  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng([seed, 6])
   names = afew.Afew.EMOTION_NAMES
   videos = {}
@@ -672,7 +672,6 @@ def _affectnet(root: str, *, train: int = 8, validation: int = 4,
   image (expression 10, valence/arousal -2, no face drawn), an Uncertain one
   (9: no emotion, valence/arousal kept) and one with valence -2 only.
   """
-  from tfds_builders.affectnet import affectnet  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng([seed, 7])
   lists = os.path.join(root, 'Manually_Annotated_file_lists')
   lines = {'train': [], 'validation': []}

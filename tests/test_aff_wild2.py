@@ -70,13 +70,13 @@ def _write_copy(root):
          for j in range(frames)), FPS)
   ann = os.path.join(root, 'Annotations')
   for vid, split in VA_SPLITS.items():
-    fake_datasets.write_lines(os.path.join(ann, 'VA_Estimation_Challenge', split, f'{vid}.txt'),
-           ['valence,arousal'] + [f'{v},{a}' for v, a in _va_rows(vid)])
+    fake_datasets.write_lines(
+        os.path.join(ann, 'VA_Estimation_Challenge', split, f'{vid}.txt'),
+        ['valence,arousal'] + [f'{v},{a}' for v, a in _va_rows(vid)])
   for vid, (split, classes, rows) in EXPR.items():
-    fake_datasets.write_lines(os.path.join(ann, 'EXPR_Recognition_Challenge', split,
-                        f'{vid}.txt'),
-           [','.join(aff_wild2.EXPR_CLASSES[:classes])] +
-           [str(r) for r in rows])
+    fake_datasets.write_lines(
+        os.path.join(ann, 'EXPR_Recognition_Challenge', split, f'{vid}.txt'),
+        [','.join(aff_wild2.EXPR_CLASSES[:classes])] + [str(r) for r in rows])
   return root
 
 
