@@ -62,7 +62,9 @@ class WindowPredictions:
 
 def build_model(model_cfg, num_outputs: int):
   """The network of a `config.model` section with a `num_outputs` head."""
-  kwargs = dict(model_cfg)
+  # An unset (None) key takes the network's default (e.g. a config's
+  # `width` placeholder: the published width).
+  kwargs = {k: v for k, v in dict(model_cfg).items() if v is not None}
   arch = kwargs.pop('arch')
   if 'dtype' in kwargs:
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])

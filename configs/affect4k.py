@@ -42,6 +42,7 @@ Variants: `+`-joined modifiers:
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import affwildnet
 from configs import common
@@ -82,11 +83,16 @@ def _model(mods) -> ml_collections.ConfigDict:
               'resnet50_gru' if synthetic else 'alexnet_gru')
   if 'vgg16_imagenet' in mods or 'vgg16_affwild' in mods:
     arch = 'vgg16_gru'
+  # width / fc_features: placeholders (settable from the command line,
+  # e.g. --config.model.width=16); unset: the published network.
+  sizes = dict(width=config_dict.placeholder(int),
+               fc_features=config_dict.placeholder(tuple))
   if arch == 'vgg16_cnn':
     return ml_collections.ConfigDict(dict(arch='vgg16_frames',
-                                          dtype='float32'))
+                                          dtype='float32', **sizes))
   return ml_collections.ConfigDict(dict(arch=arch, gru_hidden=128,
-                                        gru_layers=2, dtype='float32'))
+                                        gru_layers=2, dtype='float32',
+                                        **sizes))
 
 
 def _synthetic(c, mods) -> None:

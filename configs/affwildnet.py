@@ -52,6 +52,7 @@ Variants: `+`-joined modifiers (any order), e.g. `synthetic+cnn_lstm+layers1`:
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -110,9 +111,12 @@ def model(trunk: str = 'vgg_face') -> ml_collections.ConfigDict:
   """AffWildNet of kollias2019 Table 8 on `trunk`."""
   return ml_collections.ConfigDict(dict(
       arch='affwildnet', trunk_arch=trunk, use_landmarks=True,
-      fc_features=None, fc_dropout=0.5, gru_hidden=128, gru_layers=2,
-      rnn_dropout=0.5,
-      dtype='float32'))
+      # Placeholders, not None, so that the command line can set them
+      # (--config.model.width=16, --config.model.fc_features='(256,)');
+      # unset: the trunk's published width, FC 4096 / 1500.
+      width=config_dict.placeholder(int),
+      fc_features=config_dict.placeholder(tuple), fc_dropout=0.5,
+      gru_hidden=128, gru_layers=2, rnn_dropout=0.5, dtype='float32'))
 
 
 def synthetic_model(c: ml_collections.ConfigDict) -> None:
@@ -145,7 +149,7 @@ def apply_modifiers(c: ml_collections.ConfigDict, mods: list[str]) -> None:
   trunk = next((t for t in ('resnet50', 'vgg16', 'vgg_face') if t in mods),
                'resnet50' if 'synthetic' in mods else 'vgg_face')
   m.trunk_arch = trunk
-  if trunk == 'resnet50' and 'width' in m:
+  if trunk == 'resnet50' and m.get('width'):  # The narrow synthetic ResNet.
     m.zero_init_residual = True
   rnn = 'gru'
   if 'cnn_only' in mods:
@@ -169,9 +173,10 @@ def apply_modifiers(c: ml_collections.ConfigDict, mods: list[str]) -> None:
       new.lstm_layers = layers
       new.peephole = 'cnn_lstm_peephole' in mods
       new.rnn_dropout = m.rnn_dropout
-    for key in ('width', 'zero_init_residual'):
-      if key in m:
-        new[key] = m[key]
+    new.width = config_dict.placeholder(int)
+    new.width = m.get('width')
+    if 'zero_init_residual' in m:
+      new.zero_init_residual = m.zero_init_residual
     c.model = new
   else:
     m.gru_hidden = hidden

@@ -6,7 +6,6 @@ import shutil
 import zipfile
 
 import numpy as np
-from PIL import Image
 import pytest
 
 from affect_jax import features as F
@@ -14,6 +13,7 @@ from affect_jax.errors import AffectJaxError
 from tfds_builders.afew_va import afew_va
 from tfds_builders.core import face
 from tests import builder_util
+from tests import fake_datasets
 
 H, W = 48, 64
 # Clip -> (actor, PNG frame numbers, frames without a JSON entry). The two
@@ -46,17 +46,11 @@ def _landmarks(k, i):
 def _write_clip(folder, clip):
   k = sorted(CLIPS).index(clip)
   actor, pngs, unlabelled = CLIPS[clip]
-  os.makedirs(folder)
-  frames = {}
-  for i in pngs:
-    image = np.full((H, W, 3), 30 * i + 10 * k, np.uint8)
-    Image.fromarray(image).save(os.path.join(folder, f'{i:05d}.png'))
-    if i not in unlabelled:
-      frames[f'{i:05d}'] = {'valence': _valence(k, i),
-                            'arousal': _arousal(k, i),
-                            'landmarks': _landmarks(k, i).tolist()}
-  with open(os.path.join(folder, f'{clip}.json'), 'w') as f:
-    json.dump({'actor': actor, 'video_id': clip, 'frames': frames}, f)
+  fake_datasets.write_afew_va_clip(
+      folder, actor,
+      {i: np.full((H, W, 3), 30 * i + 10 * k, np.uint8) for i in pngs},
+      {i: (_valence(k, i), _arousal(k, i), _landmarks(k, i))
+       for i in pngs if i not in unlabelled})
 
 
 def _write_copy(root, layout):
@@ -68,12 +62,7 @@ def _write_copy(root, layout):
       else:
         _write_clip(os.path.join(root, part, clip), clip)
     if layout == 'zip':
-      folder = os.path.join(root, part)
-      with zipfile.ZipFile(folder + '.zip', 'w') as z:
-        for clip in clips:
-          for name in sorted(os.listdir(os.path.join(folder, clip))):
-            z.write(os.path.join(folder, clip, name), f'{clip}/{name}')
-      shutil.rmtree(folder)
+      fake_datasets.zip_clips(os.path.join(root, part))
   return root
 
 

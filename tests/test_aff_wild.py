@@ -14,6 +14,7 @@ from tfds_builders.aff_wild import aff_wild
 from tfds_builders.core import face
 from tfds_builders.core import video as video_lib
 from tests import builder_util
+from tests import fake_datasets
 
 H, W, FPS = 48, 64, 30
 # Video id -> (split, file extension, frames, label lines). v2's annotation
@@ -21,6 +22,7 @@ H, W, FPS = 48, 64, 30
 VIDEOS = {'v1': ('train', '.mp4', 12, 12), 'v2': ('train', '.mp4', 12, 10),
           'v3': ('train', '.avi', 10, 10), 't1': ('test', '.mp4', 8, 8)}
 BOXED = 'v3'
+NO_BOX = 7  # v3's frame without a box file (no face found).
 
 
 def _values(vid, dim, videos=VIDEOS):
@@ -40,13 +42,6 @@ def _landmarks(i):
   return np.stack([x0 + (j % 17) * 1.5, y0 + (j // 17) * 7.0], 1)
 
 
-def _write_pts(path, points):
-  lines = ['version: 1', f'n_points: {len(points)}', '{']
-  lines += [f'{x:.3f} {y:.3f}' for x, y in points]
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines + ['}']) + '\n')
-
-
 def _write_copy(root, videos=VIDEOS):
   for vid, (split, ext, frames, lines) in videos.items():
     folder = os.path.join(root, 'videos', split)
@@ -59,18 +54,21 @@ def _write_copy(root, videos=VIDEOS):
     for dim in ('valence', 'arousal'):
       folder = os.path.join(root, 'annotations', split, dim)
       os.makedirs(folder, exist_ok=True)
-      with open(os.path.join(folder, f'{vid}.txt'), 'w') as f:
-        f.write(''.join(f'{v}\n' for v in _values(vid, dim, videos)))
+      fake_datasets.write_lines(os.path.join(folder, f'{vid}.txt'),
+                                _values(vid, dim, videos))
     if vid == BOXED:
       boxes = os.path.join(root, 'bboxs', split, vid)
       marks = os.path.join(root, 'landmarks', split, vid)
       os.makedirs(boxes)
       os.makedirs(marks)
       for i in range(frames):
+        if i == NO_BOX:
+          continue
         x0, y0, x1, y1 = _box(i)
-        _write_pts(os.path.join(boxes, f'{i}.pts'),
-                   [(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
-        _write_pts(os.path.join(marks, f'{i}.pts'), _landmarks(i))
+        fake_datasets.write_pts(os.path.join(boxes, f'{i}.pts'),
+                                fake_datasets.box_corners((y0, x0, y1, x1)))
+        fake_datasets.write_pts(os.path.join(marks, f'{i}.pts'),
+                                _landmarks(i))
   return root
 
 
@@ -141,6 +139,12 @@ def test_shipped_boxes_and_landmarks_in_crop(built):
                              atol=1e-5)
   # The 0.2 margin puts the box inside the crop.
   assert 0.1 < r[F.RECORD_BOX][0] < r[F.RECORD_BOX][2] < 0.9
+  # The frame the release ships no box for: the whole frame, no face.
+  r = split.source[int(start + NO_BOX)]
+  assert int(r[F.RECORD_FRAME_INDEX]) == NO_BOX
+  assert not bool(r[F.RECORD_HAS_FACE])
+  assert not r[F.RECORD_LANDMARKS].any()
+  assert bool(split.source[int(start + NO_BOX - 1)][F.RECORD_HAS_FACE])
   # Videos without shipped geometry: zero landmarks.
   split, start = _find(splits, 'v1')
   assert not split.source[int(start)][F.RECORD_LANDMARKS].any()
@@ -148,7 +152,7 @@ def test_shipped_boxes_and_landmarks_in_crop(built):
 
 def test_read_pts_and_values(tmp_path):
   p = tmp_path / 'a.pts'
-  _write_pts(str(p), [(1, 2), (3, 4), (5, 6), (7, 8)])
+  fake_datasets.write_pts(str(p), [(1, 2), (3, 4), (5, 6), (7, 8)])
   np.testing.assert_array_equal(aff_wild.read_pts(str(p), 4)[3], [7, 8])
   with pytest.raises(AffectJaxError, match='a.pts line 2: expected "n_poin'):
     aff_wild.read_pts(str(p), 68)

@@ -16,6 +16,7 @@ from affect_jax.errors import AffectJaxError
 from tfds_builders.aff_wild2 import aff_wild2
 from tfds_builders.core import video as video_lib
 from tests import builder_util
+from tests import fake_datasets
 
 H, W, FPS = 48, 64, 30
 CROP = 40  # Side of the generated cropped_aligned JPEGs (112 in the release).
@@ -54,12 +55,6 @@ def _va_rows(vid):
   return rows
 
 
-def _write(path, lines):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-
-
 def _write_copy(root):
   folder = os.path.join(root, 'cropped_aligned', CROPPED)
   os.makedirs(folder)
@@ -75,13 +70,13 @@ def _write_copy(root):
          for j in range(frames)), FPS)
   ann = os.path.join(root, 'Annotations')
   for vid, split in VA_SPLITS.items():
-    _write(os.path.join(ann, 'VA_Estimation_Challenge', split, f'{vid}.txt'),
-           ['valence,arousal'] + [f'{v},{a}' for v, a in _va_rows(vid)])
+    fake_datasets.write_lines(
+        os.path.join(ann, 'VA_Estimation_Challenge', split, f'{vid}.txt'),
+        ['valence,arousal'] + [f'{v},{a}' for v, a in _va_rows(vid)])
   for vid, (split, classes, rows) in EXPR.items():
-    _write(os.path.join(ann, 'EXPR_Recognition_Challenge', split,
-                        f'{vid}.txt'),
-           [','.join(aff_wild2.EXPR_CLASSES[:classes])] +
-           [str(r) for r in rows])
+    fake_datasets.write_lines(
+        os.path.join(ann, 'EXPR_Recognition_Challenge', split, f'{vid}.txt'),
+        [','.join(aff_wild2.EXPR_CLASSES[:classes])] + [str(r) for r in rows])
   return root
 
 

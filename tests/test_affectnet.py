@@ -13,6 +13,7 @@ from affect_jax.errors import AffectJaxError
 from tfds_builders.affectnet import affectnet
 from tfds_builders.core import face
 from tests import builder_util
+from tests import fake_datasets
 
 H, W = 40, 48
 LISTS = 'Manually_Annotated_file_lists'
@@ -40,10 +41,10 @@ def _landmarks(k):
 
 
 def _line(k, landmarks=None):
-  _, name, (x, y, w, h), expression, valence, arousal = ROWS[k]
+  _, name, box, expression, valence, arousal = ROWS[k]
   points = _landmarks(k) if landmarks is None else landmarks
-  marks = ';'.join(f'{v:.2f}' for v in points.reshape(-1))
-  return f'{name},{x},{y},{w},{h},{marks},{expression},{valence},{arousal}'
+  return fake_datasets.affectnet_line(name, box, points, expression, valence,
+                                      arousal)
 
 
 def _write_copy(root):

@@ -15,6 +15,7 @@ from tfds_builders.core import annotations
 from tfds_builders.core import video as video_lib
 from tfds_builders.recola import recola
 from tests import builder_util
+from tests import fake_datasets
 
 # Recording -> (fps, frames). train_2 runs at 50 fps so that every other frame
 # falls half-way between two 40 ms label rows.
@@ -45,23 +46,6 @@ CORRELATED = [0, 2, 3, 5]  # FM1, FM3, FF1, FF3.
 TOP_TWO = [2, 3]  # FM3, FF1.
 
 
-def _write_raters(path, values):
-  lines = ['time;FM1 ;FM2 ;FM3 ;FF1 ;FF2 ;FF3']
-  lines += [f'{r * 0.04:.2f};' + ';'.join(f'{v:.6f}' for v in row)
-            for r, row in enumerate(values)]
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-
-
-def _write_arff(path, rec, values):
-  lines = ['@relation GOLDSTANDARD', '@attribute Instance_name string',
-           '@attribute frameTime numeric', '@attribute GoldStandard numeric',
-           '@data']
-  lines += [f'{rec},{r * 0.04:.2f},{v:.6f}' for r, v in enumerate(values)]
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-
-
 def _write_copy(root, videos=VIDEOS, labelled=VIDEOS):
   os.makedirs(os.path.join(root, 'recordings_video'), exist_ok=True)
   for folder in ('ratings_gold_standard', 'ratings_individual'):
@@ -74,10 +58,12 @@ def _write_copy(root, videos=VIDEOS, labelled=VIDEOS):
         (rng.integers(0, 255, (48, 64, 3), np.uint8) for _ in range(n)), fps)
   for rec in labelled:
     for dim in ('arousal', 'valence'):
-      _write_arff(os.path.join(root, 'ratings_gold_standard', dim,
-                               f'{rec}.arff'), rec, _gold(rec, dim))
-      _write_raters(os.path.join(root, 'ratings_individual', dim,
-                                 f'{rec}.csv'), _raters(rec, dim))
+      fake_datasets.write_arff(
+          os.path.join(root, 'ratings_gold_standard', dim, f'{rec}.arff'),
+          rec, _gold(rec, dim))
+      fake_datasets.write_raters(
+          os.path.join(root, 'ratings_individual', dim, f'{rec}.csv'),
+          _raters(rec, dim))
   return root
 
 
@@ -277,7 +263,7 @@ def test_rater_file_errors_name_file_and_line(copy_dir, tmp_path):
 ])
 def test_read_raters_rejects_bad_cells(tmp_path, cell, error):
   path = tmp_path / 'dev_1.csv'
-  _write_raters(path, _raters('dev_1', 'arousal'))
+  fake_datasets.write_raters(path, _raters('dev_1', 'arousal'))
   lines = path.read_text().splitlines()
   cells = lines[3].split(';')
   cells[4] = cell
@@ -349,8 +335,9 @@ def test_labels_far_past_the_video_are_an_error(copy_dir, tmp_path):
   def rows(n):
     for dim in ('arousal', 'valence'):
       values = np.resize(_gold('dev_1', dim), n)
-      _write_arff(str(root / 'ratings_gold_standard' / dim / 'dev_1.arff'),
-                  'dev_1', values)
+      fake_datasets.write_arff(
+          str(root / 'ratings_gold_standard' / dim / 'dev_1.arff'), 'dev_1',
+          values)
   rows(ROWS + 30)
   builder = _build(root, tmp_path / 'a')
   assert builder.info.splits['validation'].num_examples == 10

@@ -227,7 +227,8 @@ def probe(path: str, fix: str = _FIX) -> VideoInfo:
 def write_video(path: str, images: Iterable[np.ndarray], fps: float,
                 codec: str = 'libx264', quality: int = 23,
                 times: Sequence[float] | None = None,
-                options: dict[str, str] | None = None) -> int:
+                options: dict[str, str] | None = None,
+                bit_rate: int | None = None) -> int:
   """Encodes uint8 [H, W, 3] RGB images (even H and W) to `path`; returns count.
 
   Args:
@@ -240,6 +241,9 @@ def write_video(path: str, images: Iterable[np.ndarray], fps: float,
       variable-frame-rate video (millisecond resolution).
     options: muxer options, e.g. {'movflags': 'faststart'} to put an
       .mp4/.mov index at the start of the file.
+    bit_rate: target bits per second of an encoder without CRF ('mpeg4';
+      FFmpeg's default is low enough to blur faces after the first
+      keyframe interval).
   """
   from fractions import Fraction  # pylint: disable=g-import-not-at-top
   rate = Fraction(fps).limit_denominator(1001)
@@ -251,6 +255,8 @@ def write_video(path: str, images: Iterable[np.ndarray], fps: float,
       stream.codec_context.time_base = Fraction(1, 1000)
     if codec == 'libx264':
       stream.options = {'crf': str(quality), 'preset': 'veryfast'}
+    if bit_rate:
+      stream.bit_rate = int(bit_rate)
     for image in images:
       if n == 0:
         stream.height, stream.width = image.shape[:2]
