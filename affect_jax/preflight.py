@@ -95,8 +95,9 @@ def _splits(data_cfg, splits: list[str], key: str, split_key: str):
   for split in splits:
     missing = [s for s in split.split('+') if s not in have]
     if missing:
-      hint = (' The AVEC 2016 release of RECOLA (like other challenge '
-              'releases) has no test labels: score validation only.'
+      hint = (' Challenge releases publish no test labels (AVEC 2016 '
+              'RECOLA; Aff-Wild until its test annotations are in '
+              'annotations/test/; Aff-Wild2): score validation only.'
               if missing[0] == 'test' else '')
       raise AffectJaxError(
           f'{key}: dataset {builder.info.full_name} has no split '
