@@ -15,7 +15,8 @@ synthetic `realeyes_like` set (96 training subjects), fine-tuning on the
 `recola_like_many` set (27 training subjects, none shared), test on its 54
 test subjects, and the post-processing chain. Expect a range, not digits
 (README, Quick start): test CCC over seeds 0-2 (`--config.seed=N`) on 2 AMD
-EPYC cores was valence 0.534-0.602, arousal 0.708-0.769.
+EPYC cores was valence 0.534-0.602, arousal 0.708-0.769 (one thread,
+seed 0: 0.535 / 0.815).
 
   python -m affect_jax.main --config=configs/realeyes.py:synthetic \
       --workdir=/tmp/realeyes_synthetic
