@@ -6,10 +6,10 @@ The README job (configs/realeyes.py:synthetic, 54 test subjects, a
 learning-rate drop for the last 330 of 1,440 fine-tuning steps) reached
 test CCC valence 0.534-0.602 and arousal 0.708-0.769 over seeds 0-2 on the
 pinned packages (constraints.txt), 2 AMD EPYC cores (one thread, seed 0:
-0.535 / 0.815). Another processor or
-thread count is in effect another seed (float32 rounding, docs/cluster.md),
-so the bars sit one observed seed range (~0.06) below the lowest seed: room
-for rounding, far above the frozen control (< 0.3)."""
+0.535 / 0.815). Another processor or thread count is in effect another
+seed (float32 rounding, docs/cluster.md), so the bars sit one observed seed
+range (~0.06) below the lowest seed: room for rounding, far above the frozen
+control (< 0.3)."""
 
 import json
 import os
