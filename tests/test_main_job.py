@@ -1,12 +1,15 @@
-"""The README's main job end to end: it must learn, and a frozen random trunk
-must not (the synthetic dataset's signal is in the faces, not in who or where
-they are). Two of the slow tests of the suite (~10 and ~1 minutes).
+"""The README job end to end: it must learn, and a frozen random trunk must
+not (the synthetic dataset's signal is in the faces, not in who or where
+they are). Two of the slow tests of the suite.
 
-The README job reaches test CCC 0.64 / 0.85 (valence / arousal) on the
-pinned packages (constraints.txt) on 2 AMD EPYC cores, 0.58 / 0.67 on 2
-Intel Xeon cores and 0.71 / 0.63 on one (the processor and the thread count
-change float32 rounding, docs/cluster.md); 0.45 leaves room for other
-machines and package versions while staying far above the frozen control."""
+The README job (configs/realeyes.py:synthetic, 54 test subjects, a
+learning-rate drop for the last 330 of 1,440 fine-tuning steps) reached
+test CCC valence 0.534-0.602 and arousal 0.708-0.769 over seeds 0-2 on the
+pinned packages (constraints.txt), 2 AMD EPYC cores (one thread, seed 0:
+0.535 / 0.815). Another processor or thread count is in effect another
+seed (float32 rounding, docs/cluster.md), so the bars sit one observed seed
+range (~0.06) below the lowest seed: room for rounding, far above the frozen
+control (< 0.3)."""
 
 import json
 import os
@@ -45,8 +48,8 @@ def _main(config, workdir, data_dir, *overrides):
 def test_readme_main_job_learns(tmp_path, default_data_dir):
   results, stdout = _main('configs/realeyes.py:synthetic', str(tmp_path),
                           default_data_dir)
-  assert results['ccc_valence'] >= 0.45, results
-  assert results['ccc_arousal'] >= 0.45, results
+  assert results['ccc_valence'] >= 0.47, results
+  assert results['ccc_arousal'] >= 0.65, results
   assert 'Test results' in stdout and 'frames/s' in stdout
   for stage in ('pretrain', 'finetune'):
     assert os.path.exists(tmp_path / stage / 'metrics.csv')
