@@ -50,6 +50,7 @@ Variants: `+`-joined modifiers (any order), e.g. `synthetic+cnn_lstm+layers1`:
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -107,9 +108,10 @@ def model(trunk: str = 'vgg_face') -> ml_collections.ConfigDict:
   """AffWildNet of kollias2019 Table 8 on `trunk`."""
   return ml_collections.ConfigDict(dict(
       arch='affwildnet', trunk_arch=trunk, use_landmarks=True,
-      fc_features=None, fc_dropout=0.5, gru_hidden=128, gru_layers=2,
-      rnn_dropout=0.5,
-      dtype='float32'))
+      # A placeholder, not None: settable from the command line
+      # (--config.model.fc_features='(256,)'); unset = FC 4096 / 1500.
+      fc_features=config_dict.placeholder(tuple), fc_dropout=0.5,
+      gru_hidden=128, gru_layers=2, rnn_dropout=0.5, dtype='float32'))
 
 
 def synthetic_model(c: ml_collections.ConfigDict) -> None:

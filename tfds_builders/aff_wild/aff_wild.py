@@ -33,7 +33,8 @@ skip_broken the video is left out.
 Shipped geometry: `<frame>.pts` names the 0-based frame index (leading zeros
 allowed). Videos with a box folder are cropped around the shipped box of
 each frame (detector 'none' with the box; frames without a box file get the
-whole frame); other videos use the configured detector. Landmarks (68 points)
+whole frame and has_face=False: the release ships no box where no face was
+found); other videos use the configured detector. Landmarks (68 points)
 are stored in crop coordinates where shipped, zeros elsewhere. .pts files are
 listed before decoding but parsed as their frame is decoded.
 """
@@ -180,16 +181,19 @@ class _Labels:
     del time  # Aff-Wild labels are per frame index.
     if index >= self.num_labels:
       return None  # Dropped; core logs the count, done() checks it.
-    box = landmarks = None
+    box = landmarks = has_face = None
     if index in self.boxes:
       corners = read_pts(self.boxes[index], 4)
       (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
       box = np.array([y0, x0, y1, x1], np.float32)
+    elif self.boxes:
+      # The release's boxes skip the frames where no face was found.
+      has_face = False
     if index in self.landmarks:
       landmarks = read_pts(self.landmarks[index], F.NUM_LANDMARKS)
     return core.FrameLabels(valence=float(self.valence[index]),
                             arousal=float(self.arousal[index]),
-                            box=box, landmarks=landmarks)
+                            box=box, landmarks=landmarks, has_face=has_face)
 
   def done(self, num_frames: int) -> None:
     core.check_label_count(self.video_path, self.paths[0], num_frames,
