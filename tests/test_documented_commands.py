@@ -42,7 +42,6 @@ import time
 
 import pytest
 
-from affect_jax import cli
 from configs import common
 from tests import budget
 
@@ -345,7 +344,8 @@ def _fake_resnet50_pth(path: str) -> str:
   torch = pytest.importorskip('torch')
   from tests import torch_reference  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  model = torch_reference.resnet50(width=4, stage_sizes=(1, 1, 1, 1))
+  model = torch_reference.resnet50(width=budget.MODEL['width'],
+                                   stage_sizes=budget.MODEL['stage_sizes'])
   torch.save(model.state_dict(), path)
   return path
 
@@ -413,20 +413,21 @@ def tiny_run(shared):
   return run
 
 
-def _writes(script: str) -> list[str]:
-  """The paths the command says it writes (no shell variables in them)."""
-  out = []
-  for m in re.finditer(r'--(output|plot|overlay|data_dir)=(\S+)', script):
-    out.append(m.group(2))
+def _writes(script: str, home: str) -> list[str]:
+  """What the command says it writes: --output, --plot, --overlay; main's
+  workdir/config.json; prepare's data_dir/<builder> (paths with a loop
+  variable or a glob left out)."""
+  out = [m.group(1) for m in
+         re.finditer(r'--(?:output|plot|overlay)=(\S+)', script)]
   if MAIN in script:
     out += [os.path.join(m.group(1), 'config.json') for m in
             re.finditer(r'--workdir=(\S+)', script)]
-  return [os.path.expanduser(p.strip('"\'')) for p in out
-          if not set(p) & set('$?*')]
-
-
-_SLOW = ('python -m affect_jax.main', 'python -m affect_jax.prepare',
-         'affect_jax.import_weights', 'affect_jax.predict')
+  prepare = re.search(r'affect_jax\.prepare --dataset=([\w]+)\S* '
+                      r'.*--data_dir=(\S+)', script)
+  if prepare:
+    out.append(os.path.join(prepare.group(2), prepare.group(1)))
+  out = [re.sub(r'^(~|\$HOME)(?=/)', home, p.strip('"\'')) for p in out]
+  return [p for p in out if not set(p) & set('$?*')]
 
 
 @pytest.mark.slow
@@ -462,7 +463,7 @@ def test_documented_command_runs(command, shared, request, tmp_path):
   assert out.returncode == 0, (
       f'{command.where}: {text}\nran: {script}\nexit {out.returncode}\n'
       f'{out.stdout[-3000:]}\n{out.stderr[-5000:]}')
-  for path in _writes(script):
+  for path in _writes(script, _env(values)['HOME']):
     assert os.path.exists(path), f'{command.where}: {text}: no {path}'
   assert sorted(os.listdir(REPO)) == before, (
       f'{command.where}: wrote into the repository')
@@ -534,7 +535,7 @@ def _prepare_datasets(spec: str, shared) -> None:
   """What the docs tell a user to do before a paper config: prepare each
   dataset it reads (README "Real datasets"), here from its fake copy into
   the TFDS data dir. The embedded synthetic ones build themselves."""
-  config = budget_config(spec)
+  config = budget.load(spec)
   for name in common.stage_names(config):
     for data in common.dataset_sections(config[name]):
       if data.name == 'synthetic_faces' or not data.name:
@@ -549,10 +550,6 @@ def _prepare_datasets(spec: str, shared) -> None:
       _PREPARED.add(dataset)
 
 
-def budget_config(spec: str):
-  path, sep, arg = spec.partition(':')
-  module = cli.load_config_module(cli.resolve_config_path(path))
-  return module.get_config(arg) if sep else module.get_config()
 
 
 def test_every_documented_command_is_run_skipped_or_covered():
