@@ -216,8 +216,6 @@ PLACEHOLDERS = (
      '{tmp}/realeyes_run'),
     (r'\bREALEYES_RUN\b', '{tmp}/realeyes_run'),
     (r'(?<=configs/affwildnet\.py --workdir=)DIR\b', '{tmp}/affwildnet_run'),
-    (r'(recola_finetune\.py:affwildnet .*init_from=)AFFWILDNET_RUN\b',
-     r'\1{fake:affwildnet_resnet50_run}'),
     (r'\bAFFWILDNET_RUN\b', '{tmp}/affwildnet_run'),
     (r'(recola_finetune\.py:(random|imagenet|affwildnet|realeyes) '
      r'--workdir=)DIR\b', r'\1DIR_\2'),
@@ -285,6 +283,13 @@ def with_budget(text: str) -> str:
 
 INSTALL = ('an install: CI installs the package itself the same way '
            '(.ci/run)')
+# configs/affwildnet.py's paper model has no width / stage_sizes keys, so
+# tests/budget.py cannot shrink its ResNet-50, while it does shrink
+# recola_finetune's: the source run's trunk cannot fit at the budget size
+# (measured: "nothing of it fits"); at full size the pair is an hour of CPU.
+_NO_FIT = ('its init source, a configs/affwildnet.py:resnet50 run, keeps a '
+           'full-size ResNet-50 under tests/budget.py (no width key) that '
+           "cannot fit the budget's recola_finetune model")
 # Keyed by the command exactly as documented (continuations joined).
 SKIP = {
     'pip install -e ".[dev,torch]" -c constraints.txt': INSTALL,
@@ -312,6 +317,11 @@ SKIP = {
         "needs the `beam` extra (apache_beam), whose caps conflict with "
         "constraints.txt: not installed in CI's environment (issue 32 asks "
         'for an environment of its own)',
+    'python -m affect_jax.main --config=configs/recola_finetune.py:affwildnet '
+    '--workdir=DIR --config.finetune.init_from=AFFWILDNET_RUN/train': _NO_FIT,
+    'python -m affect_jax.compare DIR_random DIR_imagenet DIR_affwildnet '
+    'DIR_realeyes': 'reads the run of configs/recola_finetune.py:affwildnet '
+                    '(skipped: ' + _NO_FIT + ')',
     'pip wheel --no-deps -w dist .':
         "packaging for Dataflow: pip's build isolation fetches the build "
         'backend from the package index',
@@ -488,20 +498,6 @@ def _fake(name: str, shared) -> str:
     pth = _fake_vgg_face_pth(path + '.pth')
     _checked(f'python -m affect_jax.import_weights --arch=vgg_face '
              f'--torch_checkpoint={pth} --output={path}', shared)
-    return path
-  if name == 'affwildnet_resnet50_run':
-    # recola_finetune.py's comment: "configs/affwildnet.py:resnet50".
-    # Its trunk from the README's ImageNet import, as configs/affwildnet.py
-    # asks (--config.train.init_from= an imported trunk).
-    spec = 'configs/affwildnet.py:resnet50'
-    imported = os.path.join(shared['tmp'], 'resnet50_imagenet')
-    if not os.path.exists(imported):
-      _checked(f'python -m affect_jax.import_weights --arch=resnet50 '
-               f'--torch_checkpoint={_fake("resnet50_pth", shared)} '
-               f'--output={imported}', shared)
-    _prepare_datasets(spec, shared)
-    _checked(with_budget(f'{MAIN} --config={spec} --workdir={path} '
-                         f'--config.train.init_from={imported}'), shared)
     return path
   fakes = pytest.importorskip('tests.fake_datasets',
                               reason='no fake copies of the datasets yet')
