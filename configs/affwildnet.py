@@ -26,7 +26,8 @@ imported VGG-Face weights, python -m affect_jax.import_weights):
 
   python -m affect_jax.main --config=configs/affwildnet.py --workdir=DIR \
       --config.train.init_from=VGG_FACE_IMPORT
-  python -m affect_jax.main --config=configs/affwildnet.py:cnn_only+no_landmarks ...
+  python -m affect_jax.main --config=configs/affwildnet.py:cnn_only+no_landmarks \
+      --workdir=DIR --config.train.init_from=VGG_FACE_IMPORT
 
 On synthetic data (a few minutes each on 2 CPU cores; docs/RESULTS.md has
 the ablation table over seeds):

@@ -28,6 +28,7 @@ key anywhere, with the list of valid keys, before any work starts.
 
 from __future__ import annotations
 
+import copy as _copy
 import difflib
 from typing import Any
 
@@ -433,8 +434,12 @@ def train_and_test_on(c: ml_collections.ConfigDict,
 
 
 def copy(section: Any) -> ml_collections.ConfigDict:
-  """A deep copy of a section (so variants can change one stage's dataset)."""
-  return ml_collections.ConfigDict(section.to_dict())
+  """A deep copy of a section (so variants can change one stage's dataset).
+
+  Unset keys stay typed placeholders (`to_dict()` would make them plain
+  None, which `--config.STAGE.KEY=VALUE` on the command line cannot set).
+  """
+  return _copy.deepcopy(section)
 
 
 def required(what: str) -> str:

@@ -70,6 +70,18 @@ def test_a_config_mistake_is_one_line_before_any_work(tmp_path, override,
   assert not os.path.exists(tmp_path / 'w')
 
 
+def test_a_copied_stage_takes_its_schedule_from_the_command_line(tmp_path):
+  # configs/affect4k.py's train_b is a copy of train_a: its unset keys must
+  # stay settable as every other stage's (`--config.STAGE.KEY=VALUE`).
+  out = _run('affect_jax.main',
+             '--config=configs/affect4k.py:synthetic_crossdb',
+             f'--workdir={tmp_path / "w"}',
+             '--config.train_b.num_train_steps=2',
+             '--config.train_b.eval_every_epochs=0.5',
+             '--config.stages=train_b,nosuch')
+  _one_line_error(out, "config.stages names 'nosuch'")
+
+
 def test_an_unknown_variant_is_one_line_naming_the_list(tmp_path):
   out = _run('affect_jax.main', '--config=configs/affwildnet.py:syntetic',
              f'--workdir={tmp_path}')
