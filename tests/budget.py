@@ -14,9 +14,9 @@ trained:
             more, one loader thread; batch BATCH;
   schedule  every train stage (a cv stage's too, and the top-level defaults
             they inherit): NUM_STEPS steps, evaluated and checkpointed every
-            EVAL_EVERY; where the config counts in epochs, 1 epoch,
-            evaluated (and checkpointed, where it counts those in epochs)
-            once; logging every step;
+            EVAL_EVERY; where the config counts in epochs, EPOCHS (one
+            step), evaluated (and checkpointed, where it counts those in
+            epochs) once; logging every step;
   post      the post-processing grid search on GRID_SIZE values.
 
   from tests import budget
@@ -42,6 +42,7 @@ BATCH = 2
 NUM_STEPS = 4
 EVAL_EVERY = 2
 GRID_SIZE = 8
+EPOCHS = 1e-6  # -> max(1, ceil(EPOCHS * steps_per_epoch)) = 1 step.
 MODEL = {'width': 4, 'stage_sizes': (1, 1, 1, 1), 'fc_features': (16,),
          'lstm_hidden': 8, 'gru_hidden': 8}
 
@@ -90,9 +91,11 @@ def _schedule(prefix: str, section, top) -> dict[str, object]:
   out = {f'{prefix}num_train_steps': NUM_STEPS,
          f'{prefix}eval_every_steps': EVAL_EVERY,
          f'{prefix}checkpoint_every_steps': EVAL_EVERY}
+  # A config that counts in epochs: a tiny fraction of one, which the train
+  # stage rounds up to a single step, evaluated (and checkpointed) once.
   for key in ('num_epochs', 'eval_every_epochs', 'checkpoint_every_epochs'):
     if effective(key):
-      out[prefix + key] = 1.0
+      out[prefix + key] = EPOCHS
   return out
 
 
