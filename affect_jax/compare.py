@@ -156,6 +156,11 @@ def main(argv=None) -> int:
   except AffectJaxError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  folder = os.path.dirname(os.path.abspath(args.output or '.'))
+  if args.output and not os.path.isdir(folder):
+    print(f'error: --output={args.output}: folder {folder} does not exist; '
+          'create it or write the table elsewhere.', file=sys.stderr)
+    return 2
   text = table(rows, args.group)
   print(text, end='')
   if args.output:

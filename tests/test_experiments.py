@@ -175,6 +175,8 @@ def test_compare_leaves_unfinished_runs_out_of_the_groups(tiny_run, tmp_path,
   group = [l for l in out.splitlines() if l.startswith(f'| {config.name} | ')]
   assert len(group) == 1 and group[0].startswith(f'| {config.name} | 2 | '), out
   assert '1 unfinished run(s) left out' in out
+  assert compare.main([*runs, f'--output={tmp_path / "no" / "t.md"}']) == 2
+  assert 'folder' in capsys.readouterr().err
 
 
 def test_compare_groups_by_sample_std():
